@@ -1,0 +1,43 @@
+"""edgetl: transfer learning, QAT and TFLite export of small image classifiers for the edge.
+
+``import edgetl`` never imports TensorFlow; the stage functions below are
+resolved on first use (PEP 562), so a device with only a TFLite runtime can
+import the package.
+
+Example:
+  >>> import edgetl
+  >>> result = edgetl.train(edgetl.DataConfig(path="data/flowers"),
+  ...                       edgetl.ModelConfig("mobilenet_v2", alpha=0.35),
+  ...                       edgetl.TrainConfig(epochs=5), out="runs/flowers")
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "train": ("edgetl.train", "train"),
+    "TrainResult": ("edgetl.train", "TrainResult"),
+    "DataConfig": ("edgetl.config", "DataConfig"),
+    "ModelConfig": ("edgetl.config", "ModelConfig"),
+    "TrainConfig": ("edgetl.config", "TrainConfig"),
+    "AugmentConfig": ("edgetl.config", "AugmentConfig"),
+    "list_backbones": ("edgetl.model.registry", "list_backbones"),
+    "get_backbone": ("edgetl.model.registry", "get"),
+    "register_backbone": ("edgetl.model.registry", "register"),
+    "scan_folder": ("edgetl.data.folder", "scan_folder"),
+    "read_card": ("edgetl.model_card", "read_card"),
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'edgetl' has no attribute '{name}'")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))

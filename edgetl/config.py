@@ -1,0 +1,257 @@
+"""Per-stage configuration dataclasses, YAML load/dump and validation (no TensorFlow).
+
+Validation here is pure: types and ranges. Nothing touches the disk or imports
+TensorFlow, so the CLI can reject a bad value before any training starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple, Type, TypeVar
+
+import yaml
+
+from edgetl.errors import ConfigError, suggest
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+    """Training-only image augmentation (stage 2 only; stage 1 trains on cached features).
+
+    Attributes:
+      enabled: master switch; False turns every augmentation off.
+      flip: random horizontal flips.
+      rotation: maximum rotation as a fraction of a full turn (0.1 = +-36 degrees).
+      zoom: maximum zoom in/out as a fraction of the side.
+      contrast: maximum contrast change as a fraction.
+    """
+
+    enabled: bool = True
+    flip: bool = True
+    rotation: float = 0.05
+    zoom: float = 0.1
+    contrast: float = 0.1
+
+    def __post_init__(self):
+        for name in ("rotation", "zoom", "contrast"):
+            _check_range(f"augment.{name}", getattr(self, name), 0.0, 1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where the images are and how they are split and batched.
+
+    Attributes:
+      path: image folder with one sub-folder per class (nested folders are
+        searched), or the training folder when ``val_path`` is given.
+      val_path: a separate validation folder with the same class folders.
+      val_fraction: share of each class held out for validation when
+        ``val_path`` is not given (stratified, deterministic from ``seed``).
+      seed: seed of the split and of the shuffling.
+      batch_size: images per batch.
+      class_weights: 'auto' weights classes by inverse frequency when the
+        largest class has 1.5x the images of the smallest; 'on' always; 'off' never.
+      min_images_per_class: classes with fewer usable images are an error.
+      augment: training-only augmentation.
+    """
+
+    path: str = ""
+    val_path: Optional[str] = None
+    val_fraction: float = 0.2
+    seed: int = 42
+    batch_size: int = 32
+    class_weights: str = "auto"
+    min_images_per_class: int = 2
+    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+
+    def __post_init__(self):
+        _check_range("val_fraction", self.val_fraction, 0.0, 0.9, low_open=True)
+        _check_range("batch_size", self.batch_size, 1, 4096)
+        _check_range("min_images_per_class", self.min_images_per_class, 1, 10**9)
+        _check_choice("class_weights", self.class_weights, ("auto", "on", "off"))
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Which backbone, at what width and size, with which weights and head.
+
+    Attributes:
+      backbone: registry name (``edgetl backbones`` lists them).
+      alpha: width multiplier (MobileNets only); None = the backbone's default.
+      size: square input side in pixels; None = the backbone's default.
+      weights: 'imagenet', 'none', or a path to a no-top ``.h5`` file.
+      weights_dir: folder holding Keras' cached ImageNet files
+        (``~/.keras/models`` of another machine) for air-gapped use; the
+        EDGETL_WEIGHTS_DIR environment variable sets the same.
+      dropout: dropout rate before the classification layer.
+      hidden_units: width of an optional hidden Dense+ReLU layer in the head (0 = none).
+    """
+
+    backbone: str = "mobilenet_v2"
+    alpha: Optional[float] = None
+    size: Optional[int] = None
+    weights: str = "imagenet"
+    weights_dir: Optional[str] = None
+    dropout: float = 0.2
+    hidden_units: int = 0
+
+    def __post_init__(self):
+        _check_range("dropout", self.dropout, 0.0, 0.95)
+        _check_range("hidden_units", self.hidden_units, 0, 65536)
+        if self.size is not None:
+            _check_range("size", self.size, 1, 4096)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Two-stage transfer learning.
+
+    Stage 1 trains the new head on backbone features computed once (the
+    backbone is frozen, so its output never changes); stage 2 unfreezes the top
+    ``fine_tune_layers`` layers of the backbone (BatchNorm stays frozen) and
+    trains with augmentation at a lower learning rate.
+
+    Attributes:
+      epochs: stage-1 (head) epochs.
+      learning_rate: stage-1 Adam learning rate.
+      fine_tune_epochs: stage-2 epochs; 0 skips stage 2.
+      fine_tune_layers: backbone layers to unfreeze from the top; -1 = all.
+      fine_tune_learning_rate: stage-2 peak learning rate (keep it ~10x lower).
+      lr_schedule: 'cosine' decays stage 2 to zero, 'constant' keeps it.
+      early_stopping_patience: epochs without val accuracy gain before a
+        stage stops; 0 disables early stopping.
+      cache_features: stage 1 on cached features (True) or through the frozen
+        backbone every epoch (False, slower, same result without augmentation).
+      strategy: 'auto' (MirroredStrategy when several GPUs are visible),
+        'mirrored' or 'default'.
+      seed: seed of weights initialisation, dropout and augmentation.
+    """
+
+    epochs: int = 10
+    learning_rate: float = 1e-3
+    fine_tune_epochs: int = 5
+    fine_tune_layers: int = 30
+    fine_tune_learning_rate: float = 1e-4
+    lr_schedule: str = "cosine"
+    early_stopping_patience: int = 5
+    cache_features: bool = True
+    strategy: str = "auto"
+    seed: int = 42
+
+    def __post_init__(self):
+        _check_range("epochs", self.epochs, 0, 100000)
+        _check_range("fine_tune_epochs", self.fine_tune_epochs, 0, 100000)
+        _check_range("fine_tune_layers", self.fine_tune_layers, -1, 100000)
+        _check_range("learning_rate", self.learning_rate, 0.0, 10.0, low_open=True)
+        _check_range("fine_tune_learning_rate", self.fine_tune_learning_rate, 0.0, 10.0, low_open=True)
+        _check_range("early_stopping_patience", self.early_stopping_patience, 0, 100000)
+        _check_choice("lr_schedule", self.lr_schedule, ("cosine", "constant"))
+        _check_choice("strategy", self.strategy, ("auto", "mirrored", "default"))
+
+
+def _check_range(name: str, value: Any, low: float, high: float, low_open: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"`{name}` must be a number, got {value!r}.")
+    if value < low or value > high or (low_open and value == low):
+        bound = "(" if low_open else "["
+        raise ConfigError(f"`{name}`={value} is out of range; expected a value in {bound}{low}, {high}].")
+
+
+def _check_choice(name: str, value: Any, choices: Tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"`{name}`={value!r} is not valid; expected one of {', '.join(choices)}.{suggest(str(value), choices)}")
+
+
+def to_dict(config: Any) -> Dict[str, Any]:
+    """A dataclass config as plain dicts, lists and scalars (YAML-safe)."""
+    return dataclasses.asdict(config)
+
+
+def from_dict(cls: Type[T], values: Optional[Dict[str, Any]], where: str = "") -> T:
+    """Builds ``cls`` from a dict, rejecting unknown keys and wrong types.
+
+    Args:
+      cls: a config dataclass.
+      values: the dict (e.g. a YAML section); None gives the defaults.
+      where: dotted prefix used in error messages, e.g. ``"train"``.
+
+    Raises:
+      ConfigError: naming the key, the bad value and the fix.
+    """
+    values = dict(values or {})
+    if not isinstance(values, dict):
+        raise ConfigError(f"`{where or cls.__name__}` must be a mapping, got {type(values).__name__}.")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in values.items():
+        dotted = f"{where}.{key}" if where else str(key)
+        if key not in fields:
+            raise ConfigError(f"Unknown key `{dotted}`.{suggest(str(key), fields)} Valid keys: {', '.join(fields)}.")
+        kwargs[key] = _coerce(hints[key], value, dotted)
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"{where + ': ' if where else ''}{e}") from None
+
+
+def _coerce(hint: Any, value: Any, dotted: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is typing.Union and type(None) in args:
+        if value is None:
+            return None
+        hint = next(a for a in args if a is not type(None))
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"`{dotted}` must be a mapping, got {value!r}.")
+        return from_dict(hint, value, dotted)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, (str, Path)):
+            return str(value)
+    else:
+        return value
+    raise ConfigError(f"`{dotted}` must be {hint.__name__}, got {value!r} ({type(value).__name__}).")
+
+
+def load_yaml(path: str) -> Dict[str, Any]:
+    """Reads a YAML mapping from ``path`` with ``yaml.safe_load``.
+
+    Raises:
+      ConfigError: when the file is missing, malformed or not a mapping.
+    """
+    try:
+        with open(path, "r", encoding="utf-8") as handle:
+            data = yaml.safe_load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"Config file '{path}' does not exist; check the path.") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"Config file '{path}' is not valid YAML{where}: {getattr(e, 'problem', e)}.") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"Config file '{path}' cannot be read: {e}.") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"Config file '{path}' must hold a mapping of sections, got {type(data).__name__}.")
+    return data
+
+
+def dump_yaml(sections: Dict[str, Any]) -> str:
+    """YAML text of ``{section: config}``; dataclasses are expanded."""
+    plain = {name: (to_dict(value) if dataclasses.is_dataclass(value) else value) for name, value in sections.items()}
+    return yaml.safe_dump(plain, sort_keys=False)

@@ -1,0 +1,1 @@
+"""Image folders: scanning and splitting (no TensorFlow) and tf.data pipelines."""

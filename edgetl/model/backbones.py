@@ -1,0 +1,91 @@
+"""The registered Keras Applications backbones (MobileNet v1/v2/v3, EfficientNet B0-B3, EfficientNetV2 B0-B2).
+
+Importing this module registers them; it does not import TensorFlow. Weight
+file names are Keras' own cache names, so a file copied from another
+machine's ``~/.keras/models`` works as an offline weights directory.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from edgetl.model.registry import (
+    INTERNAL_PREPROCESSING,
+    MOBILENET_PREPROCESSING,
+    BackboneSpec,
+    register,
+)
+
+
+def _mobilenet_v1_file(alpha: Optional[float], size: int) -> str:
+    alpha_text = {1.0: "1_0", 0.75: "7_5", 0.5: "5_0"}.get(alpha, "2_5")
+    rows = size if size in (128, 160, 192, 224) else 224
+    return f"mobilenet_{alpha_text}_{rows}_tf_no_top.h5"
+
+
+def _mobilenet_v2_file(alpha: Optional[float], size: int) -> str:
+    rows = size if size in (96, 128, 160, 192, 224) else 224
+    return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(alpha)}_{rows}_no_top.h5"
+
+
+def _mobilenet_v3_file(model_type: str, minimalistic: bool):
+    def weights_file(alpha: Optional[float], size: int) -> str:
+        suffix = "_minimalistic" if minimalistic else ""
+        return f"weights_mobilenet_v3_{model_type}{suffix}_224_{alpha}_float_no_top_v2.h5"
+
+    return weights_file
+
+
+def _efficientnet_file(keras_model_name: str):
+    return lambda alpha, size: f"{keras_model_name}_notop.h5"
+
+
+register(BackboneSpec(
+    name="mobilenet_v1", keras_name="MobileNet", family="mobilenet",
+    default_size=224, min_size=32, imagenet_sizes=(128, 160, 192, 224),
+    alphas=(0.25, 0.5, 0.75, 1.0), imagenet_alphas=(0.25, 0.5, 0.75, 1.0), default_alpha=1.0,
+    preprocessing=MOBILENET_PREPROCESSING, weights_file=_mobilenet_v1_file, edgetpu_friendly=True,
+    description="Plain depthwise-separable stack; every op maps to the Edge TPU; fastest on old Pis.",
+))
+register(BackboneSpec(
+    name="mobilenet_v2", keras_name="MobileNetV2", family="mobilenet",
+    default_size=224, min_size=32, imagenet_sizes=(96, 128, 160, 192, 224),
+    alphas=(0.35, 0.5, 0.75, 1.0, 1.3, 1.4), imagenet_alphas=(0.35, 0.5, 0.75, 1.0, 1.3, 1.4),
+    default_alpha=1.0, preprocessing=MOBILENET_PREPROCESSING, weights_file=_mobilenet_v2_file,
+    edgetpu_friendly=True,
+    description="Inverted residuals with ReLU6; the safe default for int8 and the Edge TPU.",
+))
+for _type in ("small", "large"):
+    for _minimal in (False, True):
+        register(BackboneSpec(
+            name=f"mobilenet_v3_{_type}" + ("_minimalistic" if _minimal else ""),
+            keras_name=f"MobileNetV3{_type.capitalize()}", family="mobilenet_v3",
+            default_size=224, min_size=32, imagenet_sizes=(224,),
+            alphas=(0.75, 1.0), imagenet_alphas=(1.0,) if _minimal else (0.75, 1.0), default_alpha=1.0,
+            preprocessing=INTERNAL_PREPROCESSING, weights_file=_mobilenet_v3_file(_type, _minimal),
+            builder_kwargs={"minimalistic": _minimal, "include_preprocessing": True},
+            edgetpu_friendly=_minimal,
+            description=(
+                "No hard-swish or squeeze-excite: Edge TPU friendly." if _minimal
+                else "Hard-swish and squeeze-excite: accurate per MAC, heavier int8 ops."
+            ),
+        ))
+
+for _index, _size in enumerate((224, 240, 260, 300)):
+    register(BackboneSpec(
+        name=f"efficientnet_b{_index}", keras_name=f"EfficientNetB{_index}", family="efficientnet",
+        default_size=_size, min_size=32, imagenet_sizes=(_size,), alphas=(), imagenet_alphas=(),
+        default_alpha=None, preprocessing=INTERNAL_PREPROCESSING,
+        weights_file=_efficientnet_file(f"efficientnetb{_index}"),
+        description="Swish + squeeze-excite; most accurate per parameter, slower int8 on CPUs.",
+    ))
+
+for _index, _size in enumerate((224, 240, 260)):
+    register(BackboneSpec(
+        name=f"efficientnet_v2_b{_index}", keras_name=f"EfficientNetV2B{_index}", family="efficientnet_v2",
+        default_size=_size, min_size=32, imagenet_sizes=(_size,), alphas=(), imagenet_alphas=(),
+        default_alpha=None, preprocessing=INTERNAL_PREPROCESSING,
+        weights_file=_efficientnet_file(f"efficientnetv2-b{_index}"),
+        builder_kwargs={"include_preprocessing": True},
+        description="Fused-MBConv early stages; trains fast, good accuracy per latency on big cores.",
+    ))

@@ -1,0 +1,224 @@
+"""Backbone + new classification head as one flat functional Keras model.
+
+The head is built on ``backbone.output`` inside the same graph (not by calling a
+nested backbone model), because tfmot's ``quantize_model`` cannot quantize a
+model nested inside another.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from pathlib import Path
+from typing import List, Optional, Union
+
+from edgetl.config import ModelConfig
+from edgetl.errors import WeightsError
+from edgetl.model import registry
+from edgetl.model.keras import keras
+
+logger = logging.getLogger(__name__)
+
+INPUT_NAME = "image"
+PREPROCESS_LAYER = "edgetl_preprocess"
+POOL_LAYER = "edgetl_head_pool"
+HIDDEN_LAYER = "edgetl_head_hidden"
+DROPOUT_LAYER = "edgetl_head_dropout"
+CLASSIFIER_LAYER = "edgetl_head_classifier"
+HEAD_LAYERS = (POOL_LAYER, HIDDEN_LAYER, DROPOUT_LAYER, CLASSIFIER_LAYER, DROPOUT_LAYER + "_hidden")
+
+
+@dataclasses.dataclass(frozen=True)
+class ResolvedModel:
+    """A ModelConfig with every default filled in from the registry.
+
+    Attributes:
+      spec: the backbone's registry entry.
+      alpha: width multiplier built (None when the backbone has none).
+      size: square input side.
+      weights: what Keras was given: None, 'imagenet' or a file path.
+    """
+
+    spec: registry.BackboneSpec
+    alpha: Optional[float]
+    size: int
+    weights: Optional[str]
+
+
+def resolve(config: ModelConfig) -> ResolvedModel:
+    """Validates ``config`` against the registry and picks the weights source.
+
+    ImageNet weights are looked up, in order, in ``config.weights_dir``,
+    ``$EDGETL_WEIGHTS_DIR`` and Keras' own cache (``~/.keras/models``, which
+    Keras downloads into when online).
+
+    Raises:
+      UnknownBackboneError, ConfigError, WeightsError.
+    """
+    spec = registry.get(config.backbone)
+    alpha = spec.resolve_alpha(config.alpha)
+    size = spec.resolve_size(config.size)
+    weights = (config.weights or "none").strip()
+    if weights.lower() in ("none", "random", ""):
+        return ResolvedModel(spec, alpha, size, None)
+    if weights.lower() == "imagenet":
+        spec.check_imagenet(alpha, size)
+        file_name = spec.weights_file(alpha, size)
+        for folder in (config.weights_dir, os.environ.get("EDGETL_WEIGHTS_DIR")):
+            if folder:
+                candidate = Path(folder).expanduser() / file_name
+                if candidate.is_file():
+                    return ResolvedModel(spec, alpha, size, str(candidate))
+        if config.weights_dir:
+            raise WeightsError(
+                f"ImageNet weights file '{file_name}' for {spec.name} (alpha={alpha}) is not in "
+                f"--weights-dir '{config.weights_dir}'. Copy it there from an online machine's ~/.keras/models."
+            )
+        return ResolvedModel(spec, alpha, size, "imagenet")
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise WeightsError(
+            f"`weights`='{weights}' is neither 'imagenet', 'none' nor an existing file. "
+            f"Pass a no-top .h5 weights file for {spec.name}, or --weights imagenet / none."
+        )
+    return ResolvedModel(spec, alpha, size, str(path))
+
+
+def _build_backbone(resolved: ResolvedModel, input_tensor):
+    spec = resolved.spec
+    builder = getattr(keras.applications, spec.keras_name)
+    kwargs = dict(spec.builder_kwargs)
+    if resolved.alpha is not None:
+        kwargs["alpha"] = resolved.alpha
+    try:
+        return builder(include_top=False, weights=resolved.weights, input_tensor=input_tensor, **kwargs)
+    except (ValueError, OSError, KeyError, TypeError) as e:
+        if resolved.weights is None:
+            raise
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise WeightsError(
+            f"Weights '{resolved.weights}' do not fit {spec.name} (alpha={resolved.alpha}, size={resolved.size}): "
+            f"{first_line[:300]}. Use the no-top file made for this backbone and width."
+        ) from e
+    except Exception as e:  # Keras wraps download failures in a bare Exception.
+        if resolved.weights != "imagenet":
+            raise
+        file_name = spec.weights_file(resolved.alpha, resolved.size)
+        raise WeightsError(
+            f"Could not get ImageNet weights '{file_name}' for {spec.name} ({str(e).splitlines()[0][:200]}). "
+            f"Offline? Copy the file into ~/.keras/models or a folder passed as --weights-dir, or use --weights none."
+        ) from e
+
+
+def build_classifier(config: ModelConfig, num_classes: int):
+    """Builds backbone + head as one flat functional ``tf_keras`` model.
+
+    The model takes float RGB pixels in [0, 255] (input name ``image``) and
+    returns class probabilities (softmax). MobileNet's [-1, 1] scaling is a
+    ``Rescaling`` layer inside the graph; EfficientNet and MobileNetV3 scale
+    internally. The backbone starts frozen.
+
+    Args:
+      config: the backbone, width, size, weights and head options.
+      num_classes: output classes (>= 2).
+
+    Returns:
+      A ``tf_keras.Model``.
+
+    Raises:
+      UnknownBackboneError, ConfigError, WeightsError.
+
+    Example:
+      >>> model = build_classifier(ModelConfig("mobilenet_v2", alpha=0.35, size=96, weights="none"), 3)
+      >>> model.output_shape
+      (None, 3)
+    """
+    resolved = resolve(config)
+    spec = resolved.spec
+    inputs = keras.Input(shape=(resolved.size, resolved.size, 3), name=INPUT_NAME)
+    x = inputs
+    if spec.preprocessing.scale is not None:
+        x = keras.layers.Rescaling(spec.preprocessing.scale, spec.preprocessing.offset, name=PREPROCESS_LAYER)(x)
+    backbone = _build_backbone(resolved, x)
+    backbone.trainable = False
+    features = keras.layers.GlobalAveragePooling2D(name=POOL_LAYER)(backbone.output)
+    outputs = _apply(_head_layers(config, num_classes), features)
+    return keras.Model(inputs, outputs, name=f"edgetl_{spec.name}")
+
+
+def _head_layers(config: ModelConfig, num_classes: int) -> List:
+    layers = []
+    if config.hidden_units:
+        layers.append(keras.layers.Dropout(config.dropout, name=DROPOUT_LAYER + "_hidden"))
+        layers.append(keras.layers.Dense(config.hidden_units, activation="relu", name=HIDDEN_LAYER))
+    layers.append(keras.layers.Dropout(config.dropout, name=DROPOUT_LAYER))
+    layers.append(keras.layers.Dense(num_classes, activation="softmax", name=CLASSIFIER_LAYER))
+    return layers
+
+
+def _apply(layers, x):
+    for layer in layers:
+        x = layer(x)
+    return x
+
+
+def head_layer_names(model) -> List[str]:
+    """Names of the head's layers after the pooling layer, in order."""
+    names = [layer.name for layer in model.layers]
+    return names[names.index(POOL_LAYER) + 1:]
+
+
+def backbone_layers(model) -> List:
+    """The backbone's layers (everything between the input and the head)."""
+    head = set(head_layer_names(model)) | {POOL_LAYER, INPUT_NAME, PREPROCESS_LAYER}
+    return [layer for layer in model.layers if layer.name not in head]
+
+
+def feature_extractor(model):
+    """Model from the classifier's input to the pooled backbone features (shares weights)."""
+    return keras.Model(model.input, model.get_layer(POOL_LAYER).output, name="edgetl_features")
+
+
+def head_model(model):
+    """Model from pooled features to probabilities, sharing the classifier's head layers.
+
+    Training it updates the classifier's own head weights.
+    """
+    pool = model.get_layer(POOL_LAYER)
+    inputs = keras.Input(shape=pool.output.shape[1:], name="features")
+    x = inputs
+    for name in head_layer_names(model):
+        x = model.get_layer(name)(x)
+    return keras.Model(inputs, x, name="edgetl_head")
+
+
+def set_fine_tune(model, layers: int) -> int:
+    """Unfreezes the top ``layers`` backbone layers (-1 = all); BatchNorm stays frozen.
+
+    Frozen BatchNorm layers run in inference mode, keeping ImageNet statistics
+    that a small dataset would otherwise wreck.
+
+    Returns:
+      The number of backbone layers left trainable.
+    """
+    backbone = backbone_layers(model)
+    model.trainable = True
+    start = 0 if layers < 0 else max(0, len(backbone) - layers)
+    trainable = 0
+    for index, layer in enumerate(backbone):
+        is_bn = isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = index >= start and not is_bn
+        trainable += int(layer.trainable and bool(layer.weights))
+    return trainable
+
+
+def is_flat(model) -> bool:
+    """True when no layer of ``model`` is itself a Model (what tfmot requires)."""
+    return not any(isinstance(layer, keras.Model) for layer in model.layers)
+
+
+def load_model(path: Union[str, Path]):
+    """Loads a saved edgetl Keras model with ``safe_mode=True`` (no arbitrary code)."""
+    return keras.models.load_model(str(path), compile=False, safe_mode=True)
+

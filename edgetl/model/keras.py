@@ -1,0 +1,31 @@
+"""The one place edgetl imports TensorFlow's Keras 2 (``tf_keras``).
+
+tensorflow-model-optimization only accepts Keras 2 models, and TensorFlow only
+routes ``tf.keras`` to Keras 2 when TF_USE_LEGACY_KERAS is set before
+TensorFlow is first imported; this module sets it, then imports both. Every
+TensorFlow-using edgetl module imports ``tf`` and ``keras`` from here.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if "tensorflow" in sys.modules and os.environ.get("TF_USE_LEGACY_KERAS") != "1":
+    warnings.warn(
+        "TensorFlow was imported before edgetl without TF_USE_LEGACY_KERAS=1; quantization-aware "
+        "training may fail. Set TF_USE_LEGACY_KERAS=1 in the environment, or import edgetl first.",
+        stacklevel=2,
+    )
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+
+from edgetl._optional import import_optional  # noqa: E402
+
+tf = import_optional("tensorflow", "train", "Training and export")
+keras = import_optional("tf_keras", "train", "Training and export")
+
+tf.get_logger().setLevel("ERROR")
+
+__all__ = ["tf", "keras"]

@@ -1,0 +1,214 @@
+"""The model card: what a device needs to use a ``.tflite`` file, embedded in it (no TensorFlow).
+
+The card is JSON stored as a TFLite metadata entry named ``edgetl.model_card``
+(the flatbuffer's standard ``metadata`` list, next to TensorFlow's own
+``min_runtime_version``), so it travels inside the file and is read with the
+``flatbuffers`` package alone. ``labels.txt`` and ``<model>.json`` sidecars are
+also written next to each exported model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Dict, List, Optional, Tuple
+
+from edgetl.errors import ModelFileError
+
+METADATA_NAME = "edgetl.model_card"
+CARD_FORMAT = 1
+TFLITE_IDENTIFIER = b"TFL3"
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSpec:
+    """An input or output contract.
+
+    Attributes:
+      shape: tensor shape, batch first (``[1, H, W, 3]`` for images).
+      dtype: 'float32', 'uint8' or 'int8' (what the interpreter takes/returns).
+      scale: quantization scale (0.0 for float tensors).
+      zero_point: quantization zero point.
+    """
+
+    shape: Tuple[int, ...]
+    dtype: str
+    scale: float = 0.0
+    zero_point: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelCard:
+    """Everything a device needs besides the runtime, embedded in each exported model.
+
+    To feed the model: decode the image to RGB, resize to ``input.shape[1:3]``
+    (bilinear), compute ``(pixel - mean) / std`` per channel (pixels in
+    [0, 255]), then quantize with ``input.scale``/``input.zero_point`` when
+    the input dtype is an integer type. The output holds ``output_kind``
+    ('probabilities' after softmax) in ``labels`` order.
+
+    Attributes:
+      labels: class names; index = output position.
+      input: input tensor contract.
+      output: output tensor contract.
+      mean: per-channel value subtracted from [0, 255] pixels before the model.
+      std: per-channel divisor applied after ``mean``.
+      resize: resize filter used during training ('bilinear').
+      color: channel order ('RGB').
+      output_kind: 'probabilities' (softmax applied in the model) or 'logits'.
+      backbone: registry name of the backbone.
+      alpha: width multiplier, or None.
+      variant: export variant ('fp32', 'fp16', 'dynamic', 'int8', 'qat-int8'...).
+      preprocessing: the backbone's in-graph normalisation, for humans.
+      edgetl_version: version of edgetl that wrote the file.
+      format: card format version.
+      extra: free-form additions (accuracy at export, dataset name...).
+    """
+
+    labels: Tuple[str, ...]
+    input: TensorSpec
+    output: TensorSpec
+    mean: Tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: Tuple[float, float, float] = (1.0, 1.0, 1.0)
+    resize: str = "bilinear"
+    color: str = "RGB"
+    output_kind: str = "probabilities"
+    backbone: str = ""
+    alpha: Optional[float] = None
+    variant: str = ""
+    preprocessing: str = ""
+    edgetl_version: str = ""
+    format: int = CARD_FORMAT
+    extra: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """The card as compact, sorted JSON."""
+        return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelCard":
+        """Parses a card; unknown keys from newer versions are kept in ``extra``."""
+        data = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        extra = dict(data.get("extra") or {})
+        extra.update({k: v for k, v in data.items() if k not in known})
+        return cls(
+            labels=tuple(data["labels"]),
+            input=TensorSpec(**{**data["input"], "shape": tuple(data["input"]["shape"])}),
+            output=TensorSpec(**{**data["output"], "shape": tuple(data["output"]["shape"])}),
+            mean=tuple(data.get("mean", (0.0, 0.0, 0.0))),
+            std=tuple(data.get("std", (1.0, 1.0, 1.0))),
+            resize=data.get("resize", "bilinear"),
+            color=data.get("color", "RGB"),
+            output_kind=data.get("output_kind", "probabilities"),
+            backbone=data.get("backbone", ""),
+            alpha=data.get("alpha"),
+            variant=data.get("variant", ""),
+            preprocessing=data.get("preprocessing", ""),
+            edgetl_version=data.get("edgetl_version", ""),
+            format=int(data.get("format", CARD_FORMAT)),
+            extra={k: v for k, v in extra.items() if k not in known},
+        )
+
+
+def _schema():
+    """The TFLite flatbuffer schema module shipped with a runtime package."""
+    try:
+        from ai_edge_litert import schema_py_generated as schema
+    except ImportError:
+        try:
+            from tensorflow.lite.python import schema_py_generated as schema
+        except ImportError as e:
+            raise ModelFileError(
+                "Reading or writing TFLite metadata needs the ai-edge-litert package: pip install ai-edge-litert"
+            ) from e
+    return schema
+
+
+def check_tflite_bytes(data: bytes, name: str = "model") -> None:
+    """Cheap structural checks before a flatbuffer parser or interpreter sees ``data``.
+
+    Raises:
+      ModelFileError: empty, too short, or no ``TFL3`` identifier.
+    """
+    if len(data) == 0:
+        raise ModelFileError(f"'{name}' is empty (0 bytes); re-copy or re-export the model.")
+    if len(data) < 16:
+        raise ModelFileError(f"'{name}' is too short ({len(data)} bytes) to be a TFLite model; the file is truncated.")
+    if data[4:8] != TFLITE_IDENTIFIER:
+        raise ModelFileError(
+            f"'{name}' is not a TFLite model (identifier {data[4:8]!r}, expected b'TFL3'). "
+            f"Pass a .tflite file exported by edgetl or the TFLite converter."
+        )
+
+
+def read_metadata(data: bytes) -> Dict[str, bytes]:
+    """All TFLite metadata entries of a model as ``{name: bytes}``.
+
+    Raises:
+      ModelFileError: when the flatbuffer cannot be parsed.
+    """
+    check_tflite_bytes(data)
+    schema = _schema()
+    try:
+        model = schema.Model.GetRootAs(data, 0)
+        entries = {}
+        for index in range(model.MetadataLength()):
+            entry = model.Metadata(index)
+            name = (entry.Name() or b"").decode("utf-8", "replace")
+            buffer = model.Buffers(entry.Buffer())
+            if buffer is None:
+                continue
+            if buffer.Offset() > 1:  # large models keep buffers after the flatbuffer
+                entries[name] = bytes(data[buffer.Offset(): buffer.Offset() + buffer.Size()])
+            else:
+                raw = buffer.DataAsNumpy()
+                entries[name] = bytes(raw.tobytes()) if hasattr(raw, "tobytes") else b""
+        return entries
+    except ModelFileError:
+        raise
+    except Exception as e:  # a damaged flatbuffer raises anything from IndexError to struct.error
+        raise ModelFileError(f"The TFLite flatbuffer cannot be parsed ({type(e).__name__}: {e}); the file is damaged.") from e
+
+
+def read_card(data: bytes) -> Optional[ModelCard]:
+    """The embedded edgetl model card, or None when the model has none (third-party models)."""
+    raw = read_metadata(data).get(METADATA_NAME)
+    if raw is None:
+        return None
+    try:
+        return ModelCard.from_json(raw.decode("utf-8"))
+    except (ValueError, KeyError, TypeError) as e:
+        raise ModelFileError(f"The embedded edgetl model card is damaged ({e}); re-export the model.") from e
+
+
+def embed_card(data: bytes, card: ModelCard) -> bytes:
+    """Returns a copy of the ``.tflite`` bytes with ``card`` embedded (replacing an older one).
+
+    Example:
+      >>> tflite_bytes = embed_card(converter.convert(), card)
+      >>> read_card(tflite_bytes).labels
+    """
+    check_tflite_bytes(data)
+    schema = _schema()
+    import flatbuffers
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    buffer = schema.BufferT()
+    buffer.data = list(card.to_json().encode("utf-8"))
+    model.buffers = list(model.buffers or [])
+    model.buffers.append(buffer)
+    entries = [m for m in (model.metadata or []) if (m.name or b"") not in (METADATA_NAME, METADATA_NAME.encode())]
+    entry = schema.MetadataT()
+    entry.name = METADATA_NAME
+    entry.buffer = len(model.buffers) - 1
+    entries.append(entry)
+    model.metadata = entries
+    builder = flatbuffers.Builder(len(data) + 4096)
+    builder.Finish(model.Pack(builder), file_identifier=TFLITE_IDENTIFIER)
+    return bytes(builder.Output())
+
+
+def labels_text(labels: List[str]) -> str:
+    """``labels.txt`` content: one label per line, in output order."""
+    return "".join(f"{label}\n" for label in labels)
