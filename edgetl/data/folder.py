@@ -178,7 +178,7 @@ def scan_folder(
             if progress:
                 from tqdm import tqdm
 
-                iterator = tqdm(iterator, total=len(candidates), desc="checking images", unit="img", leave=False)
+                iterator = tqdm(iterator, total=len(candidates), desc="checking images", unit="img", leave=False, disable=None)
             reasons = list(iterator)
 
     paths, labels = [], []

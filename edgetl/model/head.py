@@ -50,8 +50,8 @@ def resolve(config: ModelConfig) -> ResolvedModel:
     """Validates ``config`` against the registry and picks the weights source.
 
     ImageNet weights are looked up, in order, in ``config.weights_dir``,
-    ``$EDGETL_WEIGHTS_DIR`` and Keras' own cache (``~/.keras/models``, which
-    Keras downloads into when online).
+    ``$EDGETL_WEIGHTS_DIR`` and Keras' own cache (``~/.keras/models``); when
+    none holds them, Keras downloads them (online machines only).
 
     Raises:
       UnknownBackboneError, ConfigError, WeightsError.
@@ -64,15 +64,18 @@ def resolve(config: ModelConfig) -> ResolvedModel:
         return ResolvedModel(spec, alpha, size, None)
     if weights.lower() == "imagenet":
         spec.check_imagenet(alpha, size)
-        file_name = spec.weights_file(alpha, size)
-        for folder in (config.weights_dir, os.environ.get("EDGETL_WEIGHTS_DIR")):
-            if folder:
+        # Size-specific checkpoints first, then the default-size one: convolution weights
+        # do not depend on the input size, and an offline folder rarely holds every size.
+        names = dict.fromkeys((spec.weights_file(alpha, size), spec.weights_file(alpha, spec.default_size)))
+        folders = [config.weights_dir, os.environ.get("EDGETL_WEIGHTS_DIR"), str(Path.home() / ".keras" / "models")]
+        for folder in filter(None, folders):
+            for file_name in names:
                 candidate = Path(folder).expanduser() / file_name
                 if candidate.is_file():
                     return ResolvedModel(spec, alpha, size, str(candidate))
         if config.weights_dir:
             raise WeightsError(
-                f"ImageNet weights file '{file_name}' for {spec.name} (alpha={alpha}) is not in "
+                f"ImageNet weights file '{next(iter(names))}' for {spec.name} (alpha={alpha}) is not in "
                 f"--weights-dir '{config.weights_dir}'. Copy it there from an online machine's ~/.keras/models."
             )
         return ResolvedModel(spec, alpha, size, "imagenet")

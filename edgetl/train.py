@@ -1,0 +1,395 @@
+"""Two-stage transfer learning: the head on cached backbone features, then fine-tuning -> TrainResult.
+
+Stage 1 freezes the backbone, so its output for an un-augmented image never
+changes: edgetl computes the pooled features once and trains the head on them,
+which gives the same head as fitting through the frozen backbone every epoch at
+a fraction of the cost. Stage 2 unfreezes the top layers (BatchNorm stays
+frozen) and trains on augmented images at a lower learning rate. Every epoch is
+checkpointed; running the same command again resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+
+from edgetl import __version__
+from edgetl._atomic import atomic_path, write_json, write_text
+from edgetl.config import DataConfig, ModelConfig, TrainConfig, dump_yaml, load_yaml, to_dict
+from edgetl.data.folder import ImageFolder, scan_folder
+from edgetl.data.pipeline import make_dataset
+from edgetl.data.split import Splits, class_weights, split_folder
+from edgetl.errors import ConfigError
+from edgetl.metrics import classification_metrics
+from edgetl.model import head as head_lib
+from edgetl.model.keras import keras, tf
+from edgetl.model_card import labels_text
+from edgetl.run_dir import DatasetRecord, RunPaths
+
+logger = logging.getLogger(__name__)
+
+STAGE1 = "head"
+STAGE2 = "fine_tune"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """What ``train`` produced.
+
+    Attributes:
+      run_dir: the run directory.
+      model_path: saved float Keras model.
+      class_names: labels in output order.
+      val_accuracy: top-1 accuracy of the final model on the validation split.
+      per_class_accuracy: validation recall of each class.
+      confusion_matrix: validation confusion matrix (rows = true class).
+      history: ``{stage: Keras history}`` for the stages that ran.
+      stage_seconds: wall time of each stage in this invocation.
+      weights: the weights the backbone started from ('imagenet', a path or 'none').
+      resumed: True when this call continued from checkpoints.
+      skipped_files: number of files the scan skipped.
+    """
+
+    run_dir: str
+    model_path: str
+    class_names: List[str]
+    val_accuracy: float
+    per_class_accuracy: Dict[str, float]
+    confusion_matrix: List[List[int]]
+    history: Dict[str, Dict[str, List[float]]]
+    stage_seconds: Dict[str, float]
+    weights: str
+    resumed: bool
+    skipped_files: int
+
+    def summary(self) -> str:
+        """A short human-readable report."""
+        width = max(len(n) for n in self.class_names)
+        lines = [
+            f"val accuracy: {self.val_accuracy:.4f}  (weights: {self.weights}{', resumed' if self.resumed else ''})",
+            "per-class accuracy:",
+            *[f"  {name:<{width}}  {acc:.4f}" for name, acc in self.per_class_accuracy.items()],
+            f"model: {self.model_path}",
+            f"run directory: {self.run_dir} (config.yaml, labels.txt, plots/, logs/)",
+        ]
+        return "\n".join(lines)
+
+
+class _Progress(keras.callbacks.Callback):
+    """A tqdm bar per epoch plus one summary line per epoch (also without a TTY)."""
+
+    def __init__(self, stage: str, echo: Callable[[str], None]):
+        super().__init__()
+        self.stage = stage
+        self.echo = echo
+        self.bar = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        from tqdm import tqdm
+
+        total = self.params.get("epochs")
+        self.bar = tqdm(total=self.params.get("steps"), desc=f"{self.stage} {epoch + 1}/{total}", unit="step", leave=False, disable=None)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.bar is not None:
+            self.bar.update(1)
+            if logs:
+                self.bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items() if k in ("loss", "accuracy")})
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.bar is not None:
+            self.bar.close()
+        logs = logs or {}
+        shown = " ".join(f"{k}={v:.4f}" for k, v in logs.items() if k in ("loss", "accuracy", "val_loss", "val_accuracy"))
+        self.echo(f"[{self.stage}] epoch {epoch + 1}/{self.params.get('epochs')} {shown}")
+
+
+def get_strategy(name: str):
+    """The tf.distribute strategy for ``name`` ('auto', 'mirrored' or 'default')."""
+    if name == "mirrored" or (name == "auto" and len(tf.config.list_physical_devices("GPU")) > 1):
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def load_splits(config: DataConfig, progress: bool = True) -> Splits:
+    """Scans the folder(s) and returns the train/validation split."""
+    train_folder = scan_folder(config.path, min_images_per_class=config.min_images_per_class, progress=progress)
+    if config.val_path:
+        val_folder = scan_folder(config.val_path, class_names=train_folder.class_names, min_images_per_class=1, progress=progress)
+        return Splits(train_folder, val_folder)
+    splits = split_folder(train_folder, config.val_fraction, config.seed)
+    return Splits(dataclasses.replace(splits.train, skipped=train_folder.skipped), splits.val)
+
+
+def _check_resumable(paths: RunPaths, sections: Dict[str, object]) -> None:
+    """Refuses to resume a run directory trained with different data/model settings."""
+    if not paths.config.is_file():
+        return
+    old = load_yaml(str(paths.config))
+    for section in ("data", "model"):
+        new = to_dict(sections[section])
+        before = old.get(section) or {}
+        changed = [k for k in new if k in before and before[k] != new[k]]
+        if changed:
+            key = changed[0]
+            raise ConfigError(
+                f"Run directory '{paths.root}' was trained with {section}.{key}={before[key]!r}, now {new[key]!r}. "
+                f"Pass --fresh to start over there, or choose another --out."
+            )
+
+
+def _best_from_csv(path: Path, key: str = "val_accuracy") -> Optional[float]:
+    if not path.is_file():
+        return None
+    with open(path, newline="") as handle:
+        values = [float(row[key]) for row in csv.DictReader(handle) if row.get(key) not in (None, "")]
+    return max(values) if values else None
+
+
+def _history_from_csv(path: Path) -> Dict[str, List[float]]:
+    """The full history of a stage, including epochs run before a resume."""
+    if not path.is_file():
+        return {}
+    history: Dict[str, List[float]] = {}
+    with open(path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            for key, value in row.items():
+                if key != "epoch" and value not in (None, ""):
+                    history.setdefault(key, []).append(float(value))
+    return history
+
+
+def _callbacks(paths: RunPaths, stage: str, config: TrainConfig, best_path: Path, echo, initial_best: Optional[float]):
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(paths.checkpoints / f"{stage}_backup")),
+        keras.callbacks.ModelCheckpoint(
+            str(best_path), monitor="val_accuracy", mode="max", save_best_only=True, save_weights_only=True,
+            initial_value_threshold=initial_best,
+        ),
+        keras.callbacks.CSVLogger(str(paths.logs / f"{stage}_history.csv"), append=True),
+        _Progress(stage, echo),
+    ]
+    if config.early_stopping_patience:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience))
+    return callbacks
+
+
+def _extract_features(model, dataset, cache_file: Path, count: int, echo) -> np.ndarray:
+    """Pooled backbone features of un-augmented images, cached on disk for resumes."""
+    if cache_file.is_file():
+        features = np.load(cache_file)
+        if features.shape[0] == count:
+            return features
+    echo(f"computing backbone features once for {count} images ...")
+    features = head_lib.feature_extractor(model).predict(dataset, verbose=0)
+    with atomic_path(cache_file, suffix=".npy") as tmp:
+        np.save(tmp, features)
+    return features
+
+
+def _train_head(model, splits, datasets, data: DataConfig, config: TrainConfig, paths: RunPaths, weights_by_class, echo):
+    """Stage 1: the head alone, on cached features or through the frozen backbone."""
+    best_path = paths.checkpoints / f"{STAGE1}_best.h5"
+    callbacks = _callbacks(paths, STAGE1, config, best_path, echo, _best_from_csv(paths.logs / f"{STAGE1}_history.csv"))
+    optimizer = keras.optimizers.Adam(config.learning_rate)
+    if config.cache_features:
+        train_features = _extract_features(model, datasets["train_plain"], paths.checkpoints / "features_train.npy", len(splits.train), echo)
+        val_features = _extract_features(model, datasets["val"], paths.checkpoints / "features_val.npy", len(splits.val), echo)
+        trainable = head_lib.head_model(model)
+        trainable.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        trainable.fit(
+            train_features, np.asarray(splits.train.labels), batch_size=data.batch_size, epochs=config.epochs,
+            validation_data=(val_features, np.asarray(splits.val.labels)), shuffle=True,
+            class_weight=weights_by_class or None, callbacks=callbacks, verbose=0,
+        )
+    else:
+        trainable = model
+        trainable.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        trainable.fit(
+            datasets["train_shuffled"], epochs=config.epochs, validation_data=datasets["val"],
+            class_weight=weights_by_class or None, callbacks=callbacks, verbose=0,
+        )
+    if best_path.is_file():
+        trainable.load_weights(str(best_path))
+
+
+def _fine_tune(model, datasets, config: TrainConfig, paths: RunPaths, weights_by_class, echo, stage1_best: Optional[float]) -> bool:
+    """Stage 2: unfreeze the top layers and train on augmented images.
+
+    Returns:
+      True when an epoch beat stage 1 on validation accuracy (its weights are kept).
+    """
+    unfrozen = head_lib.set_fine_tune(model, config.fine_tune_layers)
+    echo(f"fine-tuning {unfrozen} backbone layers (BatchNorm frozen) at lr {config.fine_tune_learning_rate:g}")
+    steps = config.fine_tune_epochs * int(datasets["train"].cardinality().numpy())
+    learning_rate = config.fine_tune_learning_rate
+    if config.lr_schedule == "cosine":
+        learning_rate = keras.optimizers.schedules.CosineDecay(config.fine_tune_learning_rate, max(steps, 1))
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    best_path = paths.checkpoints / f"{STAGE2}_best.h5"
+    initial = _best_from_csv(paths.logs / f"{STAGE2}_history.csv")
+    initial = max(v for v in (initial, stage1_best, 0.0) if v is not None)
+    callbacks = _callbacks(paths, STAGE2, config, best_path, echo, initial)
+    callbacks.append(keras.callbacks.TensorBoard(str(paths.logs / "tensorboard"), profile_batch=0, write_graph=False))
+    model.fit(
+        datasets["train"], epochs=config.fine_tune_epochs, validation_data=datasets["val"],
+        class_weight=weights_by_class or None, callbacks=callbacks, verbose=0,
+    )
+    if best_path.is_file():
+        model.load_weights(str(best_path))
+        return True
+    return False
+
+
+def _read_state(paths: RunPaths) -> Dict[str, object]:
+    state_file = paths.checkpoints / "state.json"
+    return json.loads(state_file.read_text()) if state_file.is_file() else {}
+
+
+def _write_state(paths: RunPaths, state: Dict[str, object]) -> None:
+    write_json(paths.checkpoints / "state.json", state)
+
+
+def train(
+    data: DataConfig,
+    model: ModelConfig,
+    train_config: TrainConfig,
+    out: str,
+    fresh: bool = False,
+    echo: Callable[[str], None] = print,
+) -> TrainResult:
+    """Trains a classifier on an image folder and saves everything under ``out``.
+
+    Args:
+      data: the folder, split, batching and augmentation.
+      model: backbone, width, size, weights and head.
+      train_config: epochs, learning rates, fine-tuning depth, seed.
+      out: run directory; an existing one with checkpoints is resumed.
+      fresh: delete checkpoints in ``out`` and start over.
+      echo: where progress lines go (``click.echo`` in the CLI).
+
+    Returns:
+      TrainResult with the validation metrics and artifact paths.
+
+    Raises:
+      DatasetError, ConfigError, WeightsError, UnknownBackboneError.
+
+    Example:
+      >>> result = train(DataConfig(path="data/flowers"),
+      ...                ModelConfig("mobilenet_v2", alpha=0.35, size=224),
+      ...                TrainConfig(epochs=10, fine_tune_epochs=5), out="runs/flowers")
+      >>> print(result.summary())
+    """
+    paths = RunPaths.of(out)
+    sections = {"data": data, "model": model, "train": train_config}
+    resolved = head_lib.resolve(model)  # bad backbone/alpha/weights fail before the scan
+    if fresh:
+        for stale in (paths.checkpoints, paths.logs):
+            shutil.rmtree(stale, ignore_errors=True)
+        paths.config.unlink(missing_ok=True)
+    _check_resumable(paths, sections)
+
+    splits = load_splits(data)
+    echo(splits.train.summary() if not data.val_path else f"{splits.train.summary()}\n{splits.val.summary()}")
+    echo(f"split: {len(splits.train)} train / {len(splits.val)} val images (seed {data.seed})")
+    for folder in (paths.root, paths.checkpoints, paths.logs, paths.plots):
+        folder.mkdir(parents=True, exist_ok=True)
+    write_text(paths.config, dump_yaml({**sections, "edgetl_version": __version__}))
+    record = DatasetRecord(
+        tuple(splits.class_names), resolved.size,
+        tuple(zip(splits.train.paths, splits.train.labels)), tuple(zip(splits.val.paths, splits.val.labels)),
+    )
+    write_json(paths.dataset, {**record.to_dict(), "skipped": [dataclasses.asdict(s) for s in _all_skipped(splits)]})
+    write_text(paths.labels, labels_text(list(splits.class_names)))
+
+    state = _read_state(paths)
+    resumed = bool(state) or any(paths.checkpoints.glob("*_backup"))
+    if resumed:
+        echo(f"resuming from checkpoints in {paths.checkpoints}")
+    keras.utils.set_random_seed(train_config.seed)
+    weights_by_class = class_weights(splits.train, data.class_weights)
+    if weights_by_class:
+        echo("class weights: " + ", ".join(f"{splits.class_names[i]}={w:.2f}" for i, w in weights_by_class.items()))
+
+    size = resolved.size
+    datasets = {
+        "train_plain": make_dataset(splits.train.paths, splits.train.labels, size, data.batch_size),
+        "train_shuffled": make_dataset(splits.train.paths, splits.train.labels, size, data.batch_size, shuffle=True, seed=data.seed),
+        "train": make_dataset(splits.train.paths, splits.train.labels, size, data.batch_size, shuffle=True,
+                              seed=data.seed, augment=data.augment),
+        "val": make_dataset(splits.val.paths, splits.val.labels, size, data.batch_size),
+    }
+    strategy = get_strategy(train_config.strategy)
+    with strategy.scope():
+        classifier = head_lib.build_classifier(model, len(splits.class_names))
+
+    stage_seconds: Dict[str, float] = {}
+    stage1_weights = paths.checkpoints / f"{STAGE1}_final.h5"
+    if train_config.epochs > 0:
+        if state.get(STAGE1) == "done" and stage1_weights.is_file():
+            classifier.load_weights(str(stage1_weights))
+        else:
+            started = time.perf_counter()
+            with strategy.scope():
+                _train_head(classifier, splits, datasets, data, train_config, paths, weights_by_class, echo)
+            with atomic_path(stage1_weights, suffix=".h5") as tmp:
+                classifier.save_weights(str(tmp))
+            state[STAGE1] = "done"
+            _write_state(paths, state)
+            stage_seconds[STAGE1] = time.perf_counter() - started
+
+    if train_config.fine_tune_epochs > 0 and train_config.fine_tune_layers != 0 and state.get(STAGE2) != "done":
+        started = time.perf_counter()
+        with strategy.scope():
+            improved = _fine_tune(classifier, datasets, train_config, paths, weights_by_class, echo,
+                                  _best_from_csv(paths.logs / f"{STAGE1}_history.csv"))
+        if not improved and stage1_weights.is_file():
+            echo("fine-tuning did not beat the head-only validation accuracy; keeping the stage-1 weights")
+            head_lib.set_fine_tune(classifier, 0)
+            classifier.load_weights(str(stage1_weights))
+        state[STAGE2] = "done"
+        _write_state(paths, state)
+        stage_seconds[STAGE2] = time.perf_counter() - started
+    elif state.get(STAGE2) == "done":
+        best = paths.checkpoints / f"{STAGE2}_best.h5"
+        if best.is_file():
+            head_lib.set_fine_tune(classifier, train_config.fine_tune_layers)
+            classifier.load_weights(str(best))
+
+    scores = classifier.predict(datasets["val"], verbose=0)
+    metrics = classification_metrics(splits.val.labels, scores, splits.class_names)
+    classifier.trainable = False
+    with atomic_path(paths.model, suffix=".keras") as tmp:
+        classifier.save(str(tmp))
+    history = {stage: _history_from_csv(paths.logs / f"{stage}_history.csv") for stage in (STAGE1, STAGE2)}
+    history = {stage: values for stage, values in history.items() if values}
+
+    from edgetl.plots import plot_confusion_matrix, plot_training_curves
+
+    if history:
+        plot_training_curves(history, paths.plots / "training_curves.png")
+    plot_confusion_matrix(metrics.confusion_matrix, splits.class_names, paths.plots / "confusion_matrix.png",
+                          title=f"validation, accuracy {metrics.accuracy:.3f}")
+    result = TrainResult(
+        run_dir=str(paths.root), model_path=str(paths.model), class_names=list(splits.class_names),
+        val_accuracy=metrics.accuracy, per_class_accuracy=metrics.per_class_accuracy,
+        confusion_matrix=metrics.confusion_matrix, history=history, stage_seconds=stage_seconds,
+        weights=resolved.weights or "none", resumed=resumed, skipped_files=len(_all_skipped(splits)),
+    )
+    write_json(paths.train_result, dataclasses.asdict(result))
+    return result
+
+
+def _all_skipped(splits: Splits):
+    return tuple(splits.train.skipped) + tuple(splits.val.skipped)
+
+
+__all__ = ["train", "TrainResult", "load_splits", "get_strategy", "ImageFolder"]

@@ -1,0 +1,174 @@
+"""Two-stage training: cached features == frozen backbone, CLI artifacts, bad input, SIGKILL + resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+pytest.importorskip("tensorflow")
+pytestmark = pytest.mark.tf
+
+from edgetl.cli import main  # noqa: E402
+from edgetl.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig  # noqa: E402
+from edgetl.model import head  # noqa: E402
+from edgetl.train import train  # noqa: E402
+from tests.conftest import REPO, make_image_folder  # noqa: E402
+from tests.tf_helpers import calibrated_backbone_weights  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def backbone_weights(tmp_path_factory) -> Path:
+    return calibrated_backbone_weights(tmp_path_factory.mktemp("weights") / "mnv2_035_calibrated.h5")
+
+
+@pytest.fixture(scope="module")
+def colour_folder(tmp_path_factory) -> Path:
+    return make_image_folder(tmp_path_factory.mktemp("data") / "colours", per_class=10, size=48)
+
+
+def _head_weights(run_dir: Path):
+    model = head.load_model(run_dir / "model.keras")
+    return model.get_layer(head.CLASSIFIER_LAYER).get_weights()
+
+
+def test_cached_features_give_the_same_head_as_the_frozen_backbone(colour_folder, backbone_weights, tmp_path):
+    # One full batch per epoch makes the gradient independent of shuffling order.
+    data = DataConfig(path=str(colour_folder), batch_size=64, augment=AugmentConfig(enabled=False))
+    model = ModelConfig("mobilenet_v2", alpha=0.35, size=48, weights=str(backbone_weights), dropout=0.0)
+    runs = {}
+    for cached in (True, False):
+        config = TrainConfig(epochs=4, fine_tune_epochs=0, cache_features=cached, early_stopping_patience=0, seed=3)
+        runs[cached] = train(data, model, config, out=str(tmp_path / f"cached_{cached}"), echo=lambda line: None)
+    cached_kernel, cached_bias = _head_weights(tmp_path / "cached_True")
+    naive_kernel, naive_bias = _head_weights(tmp_path / "cached_False")
+    assert np.abs(cached_kernel).max() > 0  # the head really trained
+    np.testing.assert_allclose(cached_kernel, naive_kernel, atol=2e-4)
+    np.testing.assert_allclose(cached_bias, naive_bias, atol=2e-4)
+    assert runs[True].history["head"]["val_accuracy"] == pytest.approx(runs[False].history["head"]["val_accuracy"])
+
+
+def test_cli_train_writes_every_artifact(colour_folder, backbone_weights, tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, [
+        "train", str(colour_folder), "--backbone", "mobilenet_v2", "--alpha", "0.35", "--size", "48",
+        "--weights", str(backbone_weights), "--epochs", "15", "--fine-tune-epochs", "1", "--fine-tune-layers", "10",
+        "--batch-size", "8", "--out", str(out), "--seed", "1",
+    ])
+    assert result.exit_code == 0, result.output
+    assert "val accuracy:" in result.output and "per-class accuracy:" in result.output
+    for name in ("config.yaml", "dataset.json", "labels.txt", "model.keras", "train_result.json",
+                 "plots/training_curves.png", "plots/confusion_matrix.png", "logs/head_history.csv"):
+        assert (out / name).is_file(), name
+    assert any((out / "logs" / "tensorboard").rglob("events.out.tfevents*"))
+    assert (out / "labels.txt").read_text() == "blue\ngreen\nred\n"
+    import json
+
+    summary = json.loads((out / "train_result.json").read_text())
+    assert summary["val_accuracy"] >= 0.8  # three solid colours through a calibrated random backbone
+    assert len(summary["confusion_matrix"]) == 3
+    from edgetl.config import from_dict, load_yaml
+
+    saved = load_yaml(str(out / "config.yaml"))
+    assert from_dict(ModelConfig, saved["model"]) == ModelConfig(
+        "mobilenet_v2", alpha=0.35, size=48, weights=str(backbone_weights))
+    assert from_dict(TrainConfig, saved["train"]).epochs == 15
+
+
+def test_corrupt_files_are_skipped_and_training_goes_on(tmp_path, backbone_weights):
+    root = make_image_folder(tmp_path / "d", per_class=4, size=48)
+    (root / "red" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
+    (root / "red" / "empty.png").write_bytes(b"")
+    result = CliRunner().invoke(main, [
+        "train", str(root), "--alpha", "0.35", "--size", "48", "--weights", str(backbone_weights),
+        "--epochs", "1", "--fine-tune-epochs", "0", "--out", str(tmp_path / "run"),
+    ])
+    assert result.exit_code == 0, result.output
+    assert "skipped 2 files" in result.output and "empty file (0 bytes)" in result.output
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["{missing}"], "does not exist"),
+        (["{empty}"], "No class folders found"),
+        (["{one}"], "Only one class folder"),
+        (["{few}"], "'a' has 1 (need at least 2 per class)"),
+        (["{data}", "--backbone", "mobilenetv2"], "Unknown backbone 'mobilenetv2'. Did you mean 'mobilenet_v2'"),
+        (["{data}", "--alpha", "0.6", "--weights", "imagenet"], "No ImageNet weights exist for 'mobilenet_v2' with alpha=0.6"),
+        (["{data}", "--alpha", "0.35", "--weights", "{wrong}"], "do not fit mobilenet_v2"),
+        (["{data}", "--size", "16", "--weights", "none"], "`size`=16 is too small"),
+        (["{data}", "--val-fraction", "0"], "`val_fraction`=0.0 is out of range"),
+    ],
+    ids=["missing", "empty", "one-class", "too-few", "unknown-backbone", "no-imagenet-alpha", "wrong-weights",
+         "tiny-size", "bad-fraction"],
+)
+def test_bad_input_is_one_clear_line(tmp_path, args, message):
+    (tmp_path / "empty").mkdir()
+    make_image_folder(tmp_path / "one", 3, size=8, classes={"only": (1, 2, 3)})
+    make_image_folder(tmp_path / "few", 1, size=8, classes={"a": (1, 2, 3), "b": (200, 0, 0)})
+    make_image_folder(tmp_path / "few", 3, size=8, classes={"b": (200, 0, 0)})
+    make_image_folder(tmp_path / "data", 3, size=8)
+    wrong = tmp_path / "wrong.h5"
+    if "{wrong}" in args:
+        from edgetl.model.keras import keras
+
+        keras.applications.MobileNet(include_top=False, weights=None, alpha=0.25, input_shape=(32, 32, 3)).save_weights(str(wrong))
+    names = {"missing": tmp_path / "nope", "empty": tmp_path / "empty", "one": tmp_path / "one",
+             "few": tmp_path / "few", "data": tmp_path / "data", "wrong": wrong}
+    argv = ["train", *[a.format(**names) for a in args], "--out", str(tmp_path / "run"), "--epochs", "1", "--fine-tune-epochs", "0"]
+    result = CliRunner().invoke(main, argv)
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1 and message in lines[0], result.output
+    assert "Traceback" not in result.output
+
+
+def _train_cmd(data: Path, weights: Path, out: Path):
+    return [sys.executable, "-m", "edgetl", "train", str(data), "--alpha", "0.35", "--size", "64",
+            "--weights", str(weights), "--epochs", "2", "--fine-tune-epochs", "8", "--fine-tune-layers", "-1",
+            "--patience", "0", "--batch-size", "4", "--seed", "5", "--out", str(out)]
+
+
+def test_sigkill_mid_training_then_resume_continues(tmp_path, backbone_weights):
+    data = make_image_folder(tmp_path / "data", per_class=8, size=64)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": ""}
+    reference = subprocess.run(_train_cmd(data, backbone_weights, tmp_path / "reference"), env=env,
+                               capture_output=True, text=True, timeout=600)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+
+    out = tmp_path / "killed"
+    process = subprocess.Popen(_train_cmd(data, backbone_weights, out), env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True)
+    history = out / "logs" / "fine_tune_history.csv"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if history.is_file() and len(history.read_text().splitlines()) >= 3:  # header + 2 epochs
+            break
+        time.sleep(0.02)
+    assert process.poll() is None, "training finished before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    done_before_kill = len(history.read_text().splitlines()) - 1
+    assert 2 <= done_before_kill < 8
+    assert not (out / "model.keras").exists()
+
+    resumed = subprocess.run(_train_cmd(data, backbone_weights, out), env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from checkpoints" in resumed.stdout
+    epochs_run = [line for line in resumed.stdout.splitlines() if line.startswith("[fine_tune] epoch")]
+    assert 1 <= len(epochs_run) <= 8 - done_before_kill + 1  # at most the interrupted epoch is redone
+    assert "[head] epoch" not in resumed.stdout  # stage 1 is not repeated
+    assert len(history.read_text().splitlines()) - 1 >= 8 - (8 - done_before_kill - len(epochs_run))
+    import json
+
+    final = json.loads((out / "train_result.json").read_text())["val_accuracy"]
+    expected = json.loads((tmp_path / "reference" / "train_result.json").read_text())["val_accuracy"]
+    assert abs(final - expected) <= 0.34  # 6 val images: within two images of the uninterrupted run
