@@ -25,7 +25,7 @@ from edgetl import __version__
 from edgetl._atomic import atomic_path, write_json, write_text
 from edgetl.config import DataConfig, ModelConfig, TrainConfig, dump_yaml, load_yaml, to_dict
 from edgetl.data.folder import ImageFolder, scan_folder
-from edgetl.data.pipeline import make_dataset
+from edgetl.data.pipeline import decode_images, fits_in_memory, make_dataset
 from edgetl.data.split import Splits, class_weights, split_folder
 from edgetl.errors import ConfigError
 from edgetl.metrics import classification_metrics
@@ -297,6 +297,10 @@ def train(
         paths.config.unlink(missing_ok=True)
     _check_resumable(paths, sections)
 
+    if resolved.weights is None:
+        echo("note: --weights none starts from random weights. A frozen random backbone gives almost constant "
+             "features, so expect near-chance accuracy unless you have lots of data and fine-tune everything "
+             "(--fine-tune-layers -1). Use --weights imagenet for transfer learning.")
     splits = load_splits(data)
     echo(splits.train.summary() if not data.val_path else f"{splits.train.summary()}\n{splits.val.summary()}")
     echo(f"split: {len(splits.train)} train / {len(splits.val)} val images (seed {data.seed})")
@@ -320,12 +324,17 @@ def train(
         echo("class weights: " + ", ".join(f"{splits.class_names[i]}={w:.2f}" for i, w in weights_by_class.items()))
 
     size = resolved.size
+    train_images, val_images = splits.train.paths, splits.val.paths
+    if fits_in_memory(len(splits.train) + len(splits.val), size):
+        # One decode shared by every dataset below (and both stages).
+        train_images = decode_images(splits.train.paths, size, progress=True, desc="decoding train")
+        val_images = decode_images(splits.val.paths, size, progress=True, desc="decoding val")
     datasets = {
-        "train_plain": make_dataset(splits.train.paths, splits.train.labels, size, data.batch_size),
-        "train_shuffled": make_dataset(splits.train.paths, splits.train.labels, size, data.batch_size, shuffle=True, seed=data.seed),
-        "train": make_dataset(splits.train.paths, splits.train.labels, size, data.batch_size, shuffle=True,
+        "train_plain": make_dataset(train_images, splits.train.labels, size, data.batch_size),
+        "train_shuffled": make_dataset(train_images, splits.train.labels, size, data.batch_size, shuffle=True, seed=data.seed),
+        "train": make_dataset(train_images, splits.train.labels, size, data.batch_size, shuffle=True,
                               seed=data.seed, augment=data.augment),
-        "val": make_dataset(splits.val.paths, splits.val.labels, size, data.batch_size),
+        "val": make_dataset(val_images, splits.val.labels, size, data.batch_size),
     }
     strategy = get_strategy(train_config.strategy)
     with strategy.scope():

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+import concurrent.futures
+import os
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
@@ -23,8 +25,31 @@ def _decoder(size: int):
     return decode
 
 
+# Above this many bytes of decoded pixels, images are decoded on the fly instead of held in memory.
+IN_MEMORY_LIMIT = 2 * 1024**3
+
+
+def fits_in_memory(count: int, size: int) -> bool:
+    """Whether ``count`` decoded ``size``x``size`` RGB images stay under IN_MEMORY_LIMIT."""
+    return count * size * size * 3 <= IN_MEMORY_LIMIT
+
+
+def decode_images(paths: Sequence[str], size: int, progress: bool = False, desc: str = "decoding") -> np.ndarray:
+    """Decodes every image once, on a thread pool (Pillow releases the GIL), into one uint8 array."""
+    decode = _decoder(size)
+    workers = min(8, (os.cpu_count() or 1) * 2)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        iterator = pool.map(lambda p: decode(p.encode("utf-8", "surrogateescape")), paths)
+        if progress:
+            from tqdm import tqdm
+
+            iterator = tqdm(iterator, total=len(paths), desc=desc, unit="img", leave=False, disable=None)
+        images = list(iterator)
+    return np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)
+
+
 def make_dataset(
-    paths: Sequence[str],
+    paths: Union[Sequence[str], np.ndarray],
     labels: Sequence[int],
     size: int,
     batch_size: int,
@@ -36,11 +61,12 @@ def make_dataset(
     """Builds a ``tf.data.Dataset`` of ``(float32 [0,255] images, int labels)`` batches.
 
     Decoding uses ``edgetl.images.load_image`` (Pillow) so training sees the
-    same pixels the device side will. Decoded images are cached in memory
-    before shuffling and augmentation, so each file is decoded once per run.
+    same pixels the device side will. Pass images already decoded by
+    ``decode_images`` to share one decode between several datasets; paths are
+    decoded on the fly and cached in memory before shuffling and augmentation.
 
     Args:
-      paths: image files.
+      paths: image files, or a uint8 array of decoded images.
       labels: class index per file.
       size: square side to resize to.
       batch_size: images per batch.
@@ -49,19 +75,22 @@ def make_dataset(
       augment: augmentation to apply (training only); None = none.
       cache: keep decoded images in memory.
     """
-    path_ds = tf.data.Dataset.from_tensor_slices(
-        (np.array([p.encode("utf-8", "surrogateescape") for p in paths], dtype=object), np.asarray(labels, np.int32))
-    )
-    decode = _decoder(size)
+    if isinstance(paths, np.ndarray):
+        dataset = tf.data.Dataset.from_tensor_slices((paths, np.asarray(labels, np.int32)))
+    else:
+        path_ds = tf.data.Dataset.from_tensor_slices(
+            (np.array([p.encode("utf-8", "surrogateescape") for p in paths], dtype=object), np.asarray(labels, np.int32))
+        )
+        decode = _decoder(size)
 
-    def load(path, label):
-        image = tf.numpy_function(decode, [path], tf.uint8, stateful=False)
-        image.set_shape((size, size, 3))
-        return image, label
+        def load(path, label):
+            image = tf.numpy_function(decode, [path], tf.uint8, stateful=False)
+            image.set_shape((size, size, 3))
+            return image, label
 
-    dataset = path_ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if cache:
-        dataset = dataset.cache()
+        dataset = path_ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        if cache:
+            dataset = dataset.cache()
     if shuffle:
         dataset = dataset.shuffle(max(len(paths), 1), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size)

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Developer entry points: `setup` (venv + editable install), `demo` (setup, then the
+# offline quickstart pipeline), `test` (setup, then the whole test suite).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3}"
+VENV="${EDGETL_VENV:-.venv}"
+
+setup() {
+    if [ ! -x "$VENV/bin/python" ]; then
+        "$PYTHON" -m venv "$VENV"
+    fi
+    # shellcheck disable=SC1091
+    . "$VENV/bin/activate"
+    python -m pip install --quiet --upgrade pip
+    python -m pip install --quiet -e ".[train,dev]"
+}
+
+case "${1:-}" in
+    setup)
+        setup
+        ;;
+    demo)
+        setup
+        shift
+        edgetl quickstart "$@"
+        ;;
+    test)
+        setup
+        shift
+        # Real-data tests (marked slow) use ../shared/assets and skip cleanly without it.
+        python -m pytest -q --run-slow "$@"
+        ;;
+    *)
+        echo "usage: bash scripts/dev.sh setup|demo|test [args...]" >&2
+        exit 2
+        ;;
+esac
