@@ -73,12 +73,6 @@ def main(debug: bool, verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
-def _backbone_names():
-    from edgetl.model.registry import list_backbones
-
-    return list_backbones()
-
-
 @main.command()
 @click.argument("data", type=click.Path(file_okay=False, path_type=str))
 @click.option("--val", "val_path", type=click.Path(file_okay=False), default=None,

@@ -172,3 +172,18 @@ def test_sigkill_mid_training_then_resume_continues(tmp_path, backbone_weights):
     final = json.loads((out / "train_result.json").read_text())["val_accuracy"]
     expected = json.loads((tmp_path / "reference" / "train_result.json").read_text())["val_accuracy"]
     assert abs(final - expected) <= 0.34  # 6 val images: within two images of the uninterrupted run
+
+
+def test_distribution_strategy_option(colour_folder, backbone_weights, tmp_path):
+    from edgetl.model.keras import tf
+    from edgetl.train import get_strategy
+
+    assert isinstance(get_strategy("mirrored"), tf.distribute.MirroredStrategy)
+    if len(tf.config.list_physical_devices("GPU")) < 2:
+        assert not isinstance(get_strategy("auto"), tf.distribute.MirroredStrategy)
+    result = train(DataConfig(path=str(colour_folder), batch_size=8),
+                   ModelConfig("mobilenet_v2", alpha=0.35, size=48, weights=str(backbone_weights)),
+                   TrainConfig(epochs=2, fine_tune_epochs=1, fine_tune_layers=5, strategy="mirrored"),
+                   out=str(tmp_path / "mirrored"), echo=lambda line: None)
+    assert set(result.history) == {"head", "fine_tune"}
+    assert (tmp_path / "mirrored" / "model.keras").is_file()
