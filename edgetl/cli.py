@@ -158,5 +158,220 @@ def backbones(pattern):
         click.echo(f"{name:34} {spec.default_size:>5} {alphas:24} {imagenet:20} {'yes' if spec.edgetpu_friendly else 'no':7}  {spec.description}")
 
 
+# === Device side: bench / eval / predict / inspect (TensorFlow-free; modules imported inside each command) ===
+
+# Mirrors edgetl.runtime.interpreter.RUNTIME_CHOICES (a test keeps them equal) so `--help` needs no numpy.
+_RUNTIME_NAMES = ("auto", "litert", "tflite-runtime", "tensorflow")
+_RUNTIME_HELP = "TFLite runtime: auto = ai_edge_litert, else tflite_runtime, else tensorflow.lite."
+_DELEGATE_HELP = ("cpu (builtin kernels, XNNPACK off), xnnpack (the runtime's default CPU path), "
+                  "edgetpu[:usb|:pci[:N]], or the path of a delegate library (.so/.dylib/.dll).")
+
+
+def _int_list(text: Optional[str], name: str):
+    if not text:
+        return ()
+    try:
+        return tuple(int(part) for part in text.replace(" ", "").split(",") if part)
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers like 1,2,4; got '{text}'", param_hint=name) from None
+
+
+def _emit(text: str, output: Optional[str]) -> None:
+    click.echo(text)
+    if output:
+        from edgetl._atomic import write_text
+
+        write_text(output, text if text.endswith("\n") else text + "\n")
+
+
+def _to_json(data) -> str:
+    import json
+
+    # numpy scalars/arrays and paths can reach the result dictionaries.
+    return json.dumps(data, indent=2, default=lambda value: value.tolist() if hasattr(value, "tolist") else str(value))
+
+
+@main.command()
+@click.argument("models", nargs=-1, required=True, metavar="MODEL...")
+@click.option("--threads", default=None, metavar="N[,N...]", help="Thread counts to sweep, e.g. 1,2,4. Default: all usable cores.")
+@click.option("--delegate", "delegates", default="xnnpack", show_default=True, metavar="D[,D...]",
+              help="Delegates to sweep, comma-separated: " + _DELEGATE_HELP)
+@click.option("--delegate-option", multiple=True, metavar="KEY=VALUE", help="Option for an Edge TPU / external delegate (repeatable).")
+@click.option("--runtime", type=click.Choice(_RUNTIME_NAMES), default="auto", show_default=True, help=_RUNTIME_HELP)
+@click.option("--runs", type=int, default=50, show_default=True, help="Minimum timed runs per row.")
+@click.option("--min-seconds", type=float, default=1.0, show_default=True, help="Keep running until this many seconds have passed.")
+@click.option("--max-seconds", type=float, default=150.0, show_default=True, help="Stop timed runs after this many seconds.")
+@click.option("--warmup", "warmup_runs", type=int, default=1, show_default=True, help="Untimed runs after the first inference.")
+@click.option("--warmup-seconds", type=float, default=0.5, show_default=True, help="Minimum warm-up duration.")
+@click.option("--images", multiple=True, metavar="PATH", help="Feed these images (files or folders) instead of random input (repeatable).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random input.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (every run's latency included unless --no-times).")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV, one row per measurement.")
+@click.option("--no-times", is_flag=True, help="Leave the per-run latencies out of --json.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Also write what is printed to this file.")
+@click.option("--no-progress", is_flag=True, help="No progress bar on sweeps.")
+@click.option("--host", "hosts", multiple=True, metavar="USER@HOST",
+              help="Benchmark on this device over SSH instead of here (repeatable; 'local' = this machine).")
+@click.option("--hosts", "host_list", default=None, metavar="H1,H2", help="Comma-separated SSH targets, run at the same time.")
+@click.option("--ssh-port", type=int, default=None, help="SSH port of the hosts.")
+@click.option("--ssh-option", multiple=True, metavar="KEY=VALUE", help="Extra ssh -o option, e.g. IdentityFile=~/.ssh/pi (repeatable).")
+@click.option("--ssh-timeout", type=int, default=10, show_default=True, help="Seconds before an unreachable host is given up.")
+@click.option("--remote-edgetl", default="edgetl", show_default=True,
+              help="Command running edgetl on the hosts, e.g. '/home/pi/venv/bin/edgetl' or 'python3 -m edgetl'.")
+@handle_errors
+def bench(models, threads, delegates, delegate_option, runtime, runs, min_seconds, max_seconds, warmup_runs, warmup_seconds,
+          images, seed, as_json, as_csv, no_times, output, no_progress, hosts, host_list, ssh_port, ssh_option, ssh_timeout,
+          remote_edgetl):
+    """Latency of .tflite models: init, first inference, mean/std/p50/p90/p99, throughput, peak RSS.
+
+    Sweeps every MODEL x --delegate x --threads combination in one table, like
+    LiteRT's benchmark_model. Runs until both --runs and --min-seconds are reached.
+
+    \b
+    Examples:
+      edgetl bench model_int8.tflite
+      edgetl bench model_fp32.tflite model_int8.tflite --threads 1,2,4 --delegate cpu,xnnpack
+      edgetl bench model_int8_edgetpu.tflite --delegate edgetpu:usb --json > tpu.json
+      edgetl bench model_int8.tflite --host pi@raspberrypi.local --remote-edgetl '~/venv/bin/edgetl'
+      edgetl bench model_int8.tflite --hosts local,pi@pi4.local,pi@pi5.local --csv -o bench.csv
+    """
+    from edgetl.bench import BenchConfig, benchmark, format_results, results_csv, results_json
+    from edgetl.errors import RemoteError
+    from edgetl.runtime.interpreter import parse_options
+
+    if as_json and as_csv:
+        raise click.UsageError("--json and --csv are exclusive; pick one.")
+    config = BenchConfig(
+        threads=_int_list(threads, "--threads"), delegates=(delegates,), delegate_options=parse_options(delegate_option),
+        runtime=runtime, runs=runs, min_seconds=min_seconds, max_seconds=max_seconds, warmup_runs=warmup_runs,
+        warmup_seconds=warmup_seconds, images=tuple(images), seed=seed, keep_times=not no_times,
+    )
+    targets = list(hosts) + [h for h in (host_list or "").split(",") if h.strip()]
+    progress = not no_progress and sys.stderr.isatty()
+    failures = {}
+    if targets:
+        from edgetl.remote import SSHConfig, bench_hosts
+
+        ssh = SSHConfig(port=ssh_port, options=tuple(ssh_option), connect_timeout=ssh_timeout, remote_edgetl=remote_edgetl)
+        results, failures = bench_hosts(targets, list(models), config, ssh, progress=progress)
+        if failures and not results:
+            raise RemoteError(" | ".join(failures.values()))
+    else:
+        results = benchmark(list(models), config, progress=progress)
+    if as_json:
+        _emit(_to_json(results_json(results, times=not no_times)), output)
+    elif as_csv:
+        _emit(results_csv(results).rstrip("\n"), output)
+    else:
+        _emit(format_results(results), output)
+    if failures:
+        raise RemoteError(" | ".join(failures.values()))
+
+
+@main.command("eval")
+@click.argument("model")
+@click.argument("data")
+@click.option("--top-k", type=int, default=5, show_default=True, help="k of the top-k accuracy.")
+@click.option("--batch-size", type=int, default=32, show_default=True, help="Images per invoke when the model's batch is dynamic.")
+@click.option("--labels", "labels_file", type=click.Path(dir_okay=False), default=None,
+              help="Labels file (one per line, output order); default: the model card's labels.")
+@click.option("--mean", default=None, metavar="M|R,G,B", help="Override the per-channel mean (third-party float models).")
+@click.option("--std", default=None, metavar="S|R,G,B", help="Override the per-channel std, e.g. 127.5 for [-1, 1] inputs.")
+@click.option("--delegate", default="xnnpack", show_default=True, help=_DELEGATE_HELP)
+@click.option("--delegate-option", multiple=True, metavar="KEY=VALUE", help="Option for an Edge TPU / external delegate (repeatable).")
+@click.option("--threads", type=int, default=None, help="Interpreter threads. Default: the runtime's.")
+@click.option("--runtime", type=click.Choice(_RUNTIME_NAMES), default="auto", show_default=True, help=_RUNTIME_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Also write what is printed to this file.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@handle_errors
+def eval_command(model, data, top_k, batch_size, labels_file, mean, std, delegate, delegate_option, threads, runtime,
+                 as_json, output, no_progress):
+    """Accuracy of a .tflite classifier on an image folder DATA/<class>/<image>.
+
+    Reports top-1, top-k, per-class recall/precision and the confusion matrix.
+    Images are decoded with Pillow and preprocessed exactly as in training
+    (the model card's mean/std and size). Class folders are matched to the
+    model's labels by name; a folder may hold a subset of the classes.
+
+    \b
+    Examples:
+      edgetl eval runs/flowers/export/model_int8.tflite data/flowers_test
+      edgetl eval mobilenet_v2_1.0_224_quant.tflite imagenet_subset --labels imagenet_labels.txt --json
+    """
+    from edgetl.evaluate import EvalConfig, evaluate
+    from edgetl.runtime.interpreter import parse_options
+    from edgetl.runtime.tensors import parse_channel_values
+
+    config = EvalConfig(
+        top_k=top_k, batch_size=batch_size, delegate=delegate, delegate_options=parse_options(delegate_option),
+        threads=threads, runtime=runtime, labels_file=labels_file, mean=parse_channel_values(mean, "mean"),
+        std=parse_channel_values(std, "std"), progress=not no_progress and sys.stderr.isatty(),
+    )
+    result = evaluate(model, data, config)
+    _emit(_to_json(result.to_dict()) if as_json else result.format(), output)
+
+
+@main.command()
+@click.argument("model")
+@click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
+@click.option("-k", "--top-k", type=int, default=5, show_default=True, help="Classes to show per image.")
+@click.option("--labels", "labels_file", type=click.Path(dir_okay=False), default=None,
+              help="Labels file (one per line, output order); default: the model card's labels.")
+@click.option("--mean", default=None, metavar="M|R,G,B", help="Override the per-channel mean (third-party float models).")
+@click.option("--std", default=None, metavar="S|R,G,B", help="Override the per-channel std, e.g. 127.5 for [-1, 1] inputs.")
+@click.option("--delegate", default="xnnpack", show_default=True, help=_DELEGATE_HELP)
+@click.option("--delegate-option", multiple=True, metavar="KEY=VALUE", help="Option for an Edge TPU / external delegate (repeatable).")
+@click.option("--threads", type=int, default=None, help="Interpreter threads. Default: the runtime's.")
+@click.option("--runtime", type=click.Choice(_RUNTIME_NAMES), default="auto", show_default=True, help=_RUNTIME_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@handle_errors
+def predict(model, images, top_k, labels_file, mean, std, delegate, delegate_option, threads, runtime, as_json):
+    """Top-k labels with scores for each IMAGE.
+
+    Labels come from the model card, or --labels for third-party models. A
+    uint8/int8 model without a card gets raw pixels; a float model without a
+    card gets (pixel - mean) / std with --mean/--std (default 0 and 1).
+
+    \b
+    Examples:
+      edgetl predict runs/flowers/export/model_int8.tflite rose.jpg tulip.png
+      edgetl predict mobilenet_v2_1.0_224_quant.tflite parrot.jpg --labels imagenet_labels.txt -k 3
+    """
+    from edgetl.predict import predict as run_predict
+    from edgetl.predict import read_labels
+    from edgetl.runtime.interpreter import DelegateSpec, parse_options
+    from edgetl.runtime.tensors import parse_channel_values
+
+    result = run_predict(
+        model, list(images), top_k=top_k, delegate=DelegateSpec.parse(delegate, parse_options(delegate_option)),
+        threads=threads, runtime=runtime, labels=read_labels(labels_file) if labels_file else None,
+        mean=parse_channel_values(mean, "mean"), std=parse_channel_values(std, "std"),
+    )
+    click.echo(_to_json(result.to_dict()) if as_json else result.format())
+
+
+@main.command()
+@click.argument("model")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (tensors, op counts, Edge TPU issues, card).")
+@handle_errors
+def inspect(model, as_json):
+    """What a .tflite file holds, without running it.
+
+    Inputs/outputs (shape, dtype, quantization), op histogram, whether it is
+    fully integer, whether it is Edge TPU-compiled or ready to compile, the
+    metadata entries, the embedded edgetl model card and the size.
+
+    \b
+    Examples:
+      edgetl inspect runs/flowers/export/model_int8.tflite
+      edgetl inspect mobilenet_v2_1.0_224_quant.tflite --json
+    """
+    from edgetl.modelfile import format_info, inspect_model
+
+    info = inspect_model(model)
+    click.echo(_to_json(info.to_dict()) if as_json else format_info(info))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

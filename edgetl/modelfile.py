@@ -1,0 +1,408 @@
+"""Checks and parses a ``.tflite`` file without an interpreter: I/O, ops, integer-only and Edge TPU readiness.
+
+Everything here reads the flatbuffer with the schema module alone, so ``edgetl
+inspect`` never hands an untrusted file to native code, and every command runs
+these checks before an interpreter sees the bytes.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+from edgetl.errors import ModelFileError
+from edgetl.model_card import ModelCard, _schema, check_tflite_bytes, read_card, read_metadata
+
+PathLike = Union[str, os.PathLike]
+
+# Custom op that the Edge TPU compiler puts in place of the subgraph it maps to the TPU.
+EDGETPU_CUSTOM_OP = "edgetpu-custom-op"
+
+# Ops the Edge TPU compiler (v16) can map, from https://coral.ai/docs/edgetpu/models-intro/#supported-operations
+# in TFLite builtin names. Everything after the first op missing here runs on the CPU.
+EDGETPU_SUPPORTED_OPS = frozenset({
+    "ADD", "AVERAGE_POOL_2D", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D", "EXPAND_DIMS",
+    "FULLY_CONNECTED", "L2_NORMALIZATION", "LOGISTIC", "LSTM", "UNIDIRECTIONAL_SEQUENCE_LSTM", "MAXIMUM",
+    "MAX_POOL_2D", "MEAN", "MINIMUM", "MUL", "PACK", "PAD", "PRELU", "QUANTIZE", "REDUCE_MAX", "REDUCE_MIN",
+    "RELU", "RELU6", "RELU_N1_TO_1", "RESHAPE", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "RSQRT",
+    "SLICE", "SOFTMAX", "SPACE_TO_DEPTH", "SPLIT", "SQUEEZE", "STRIDED_SLICE", "SUB", "SUM",
+    "SQUARED_DIFFERENCE", "TANH", "TRANSPOSE", "TRANSPOSE_CONV",
+})
+
+_FLOAT_TYPES = frozenset({"FLOAT32", "FLOAT16", "FLOAT64", "BFLOAT16", "COMPLEX64", "COMPLEX128"})
+# Converters put these at the ends of a model with float I/O; the CPU runs them.
+_IO_CONVERSION_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorInfo:
+    """One input or output tensor as the flatbuffer declares it.
+
+    Attributes:
+      name: tensor name.
+      index: tensor index in the main subgraph (what ``set_tensor`` takes).
+      shape: static shape, batch first.
+      shape_signature: shape with -1 where a dimension is dynamic (equals
+        ``shape`` when the model declares no signature).
+      dtype: numpy-style dtype name ('float32', 'uint8', 'int8', ...).
+      scale: quantization scales (empty for float tensors).
+      zero_point: quantization zero points, one per scale.
+    """
+
+    name: str
+    index: int
+    shape: Tuple[int, ...]
+    shape_signature: Tuple[int, ...]
+    dtype: str
+    scale: Tuple[float, ...] = ()
+    zero_point: Tuple[int, ...] = ()
+
+    @property
+    def quantized(self) -> bool:
+        """True when the tensor carries non-zero quantization parameters."""
+        return any(s != 0.0 for s in self.scale)
+
+    @property
+    def dynamic(self) -> bool:
+        """True when any dimension is only known at run time."""
+        return any(d < 0 for d in self.shape_signature)
+
+    def describe(self) -> str:
+        """Compact text such as ``uint8[1,224,224,3] q=(0.0078125, 128)``."""
+        dims = ",".join("?" if d < 0 else str(d) for d in self.shape_signature)
+        text = f"{self.dtype}[{dims}]"
+        if self.quantized:
+            if len(self.scale) == 1:
+                text += f" q=({self.scale[0]:.6g}, {self.zero_point[0]})"
+            else:
+                text += f" q=per-channel x{len(self.scale)}"
+        return text
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    """What ``edgetl inspect`` reports about a ``.tflite`` file.
+
+    Attributes:
+      path: the file.
+      size_bytes: file size.
+      sha256: hex digest of the file, to tell copies apart across devices.
+      schema_version: TFLite schema version in the flatbuffer.
+      description: the converter's description string.
+      subgraphs: number of subgraphs (1 for plain classifiers).
+      inputs: inputs of the main subgraph.
+      outputs: outputs of the main subgraph.
+      op_counts: operator name -> count over all subgraphs, most frequent first;
+        custom ops appear under their custom code (e.g. 'edgetpu-custom-op').
+      tensor_types: tensor type -> count over all subgraphs.
+      fully_integer: no tensor of any floating-point type anywhere in the model.
+      edgetpu_compiled: the Edge TPU compiler produced this file.
+      edgetpu_ready: the Edge TPU compiler can map the whole graph.
+      edgetpu_issues: why not (empty when ready or already compiled).
+      metadata: metadata entry name -> size in bytes.
+      min_runtime_version: the converter's 'min_runtime_version' entry, if any.
+      card: the embedded edgetl model card, or None (third-party models).
+    """
+
+    path: str
+    size_bytes: int
+    sha256: str
+    schema_version: int
+    description: str
+    subgraphs: int
+    inputs: Tuple[TensorInfo, ...]
+    outputs: Tuple[TensorInfo, ...]
+    op_counts: Dict[str, int]
+    tensor_types: Dict[str, int]
+    fully_integer: bool
+    edgetpu_compiled: bool
+    edgetpu_ready: bool
+    edgetpu_issues: Tuple[str, ...]
+    metadata: Dict[str, int]
+    min_runtime_version: str = ""
+    card: Optional[ModelCard] = None
+
+    @property
+    def name(self) -> str:
+        """The file name without folders."""
+        return Path(self.path).name
+
+    @property
+    def custom_ops(self) -> Tuple[str, ...]:
+        """Custom op codes the model uses (the runtime must provide them)."""
+        return tuple(sorted(op for op in self.op_counts if not op.isupper()))
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-ready dictionary (the card as a nested dictionary)."""
+        data = dataclasses.asdict(self)
+        data["card"] = json_card(self.card)
+        return data
+
+
+def json_card(card: Optional[ModelCard]) -> Optional[Dict[str, Any]]:
+    """The card as a plain dictionary, or None."""
+    return None if card is None else dataclasses.asdict(card)
+
+
+def read_model(path: PathLike) -> bytes:
+    """Reads a ``.tflite`` file after checking it exists, is a file and is not empty or foreign.
+
+    Args:
+      path: the model file.
+
+    Returns:
+      The file's bytes (the only copy later stages use, so the checked bytes
+      are the ones the interpreter loads).
+
+    Raises:
+      ModelFileError: missing, a folder, unreadable, empty, too short, or no
+        ``TFL3`` identifier.
+    """
+    path = Path(path)
+    if not path.exists():
+        hint = ""
+        siblings = sorted(p.name for p in path.parent.glob("*.tflite")) if path.parent.is_dir() else []
+        if siblings:
+            hint = f" Models in '{path.parent}': {', '.join(siblings[:5])}{' ...' if len(siblings) > 5 else ''}."
+        raise ModelFileError(f"Model file '{path}' does not exist; pass the path of a .tflite file.{hint}")
+    if path.is_dir():
+        raise ModelFileError(f"'{path}' is a folder, not a model; pass the path of a .tflite file inside it.")
+    try:
+        data = path.read_bytes()
+    except PermissionError:
+        raise ModelFileError(f"Model file '{path}' cannot be read (permission denied); check its permissions.") from None
+    except OSError as e:
+        raise ModelFileError(f"Model file '{path}' cannot be read ({e.strerror}); check the disk and re-copy it.") from e
+    check_tflite_bytes(data, str(path))
+    return data
+
+
+def _enum_names(enum_class) -> Dict[int, str]:
+    return {value: name for name, value in vars(enum_class).items() if not name.startswith("_") and isinstance(value, int)}
+
+
+def _op_name(code, builtin_names: Dict[int, str], custom_code: int) -> str:
+    # Schema v3a moved builtin codes past 127 to a new field; the larger of the two is the real one.
+    builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+    if builtin == custom_code:
+        raw = code.CustomCode()
+        return raw.decode("utf-8", "replace") if raw else "CUSTOM"
+    return builtin_names.get(builtin, f"BUILTIN_{builtin}")
+
+
+def _tensor_info(tensor, index: int, type_names: Dict[int, str]) -> TensorInfo:
+    shape = tuple(int(d) for d in (tensor.ShapeAsNumpy() if tensor.ShapeLength() else ()))
+    signature = tuple(int(d) for d in tensor.ShapeSignatureAsNumpy()) if tensor.ShapeSignatureLength() else shape
+    quant = tensor.Quantization()
+    scale: Tuple[float, ...] = ()
+    zero_point: Tuple[int, ...] = ()
+    if quant is not None and quant.ScaleLength():
+        scale = tuple(float(s) for s in quant.ScaleAsNumpy())
+        zero_point = tuple(int(z) for z in quant.ZeroPointAsNumpy()) if quant.ZeroPointLength() else (0,) * len(scale)
+    name = (tensor.Name() or b"").decode("utf-8", "replace")
+    return TensorInfo(name, index, shape, signature, type_names.get(tensor.Type(), "unknown").lower(), scale, zero_point)
+
+
+def _check_buffers(model, size: int) -> set:
+    """Touches every constant buffer so a truncated file fails here, not inside native code.
+
+    Returns:
+      Indices of the buffers that hold data (constant tensors point at them).
+    """
+    filled = set()
+    for index in range(model.BuffersLength()):
+        buffer = model.Buffers(index)
+        if buffer is None:
+            continue
+        if buffer.Offset() > 1:  # buffers of models over 2 GB live after the flatbuffer
+            if buffer.Offset() + buffer.Size() > size:
+                raise ValueError(f"buffer {index} ends at byte {buffer.Offset() + buffer.Size()}, past the end")
+            filled.add(index)
+        elif buffer.DataLength():
+            buffer.DataAsNumpy()  # numpy refuses a view that runs past the end of the file
+            filled.add(index)
+    return filled
+
+
+def parse_model(data: bytes, path: str = "model") -> ModelInfo:
+    """Parses checked ``.tflite`` bytes into a ModelInfo (no interpreter involved).
+
+    Args:
+      data: the file's bytes (see ``read_model``).
+      path: the file name used in messages and in the result.
+
+    Returns:
+      The ModelInfo.
+
+    Raises:
+      ModelFileError: the flatbuffer is truncated or damaged, or has no subgraph.
+    """
+    check_tflite_bytes(data, path)
+    schema = _schema()
+    builtin_names = _enum_names(schema.BuiltinOperator)
+    type_names = _enum_names(schema.TensorType)
+    custom_code = schema.BuiltinOperator.CUSTOM
+    try:
+        model = schema.Model.GetRootAs(data, 0)
+        if model.SubgraphsLength() == 0:
+            raise ModelFileError(f"'{path}' has no subgraph, so there is nothing to run; re-export the model.")
+        constant_buffers = _check_buffers(model, len(data))
+        op_names = [_op_name(model.OperatorCodes(i), builtin_names, custom_code) for i in range(model.OperatorCodesLength())]
+        op_counts: collections.Counter = collections.Counter()
+        tensor_types: collections.Counter = collections.Counter()
+        issues: List[str] = []
+        float_ops: collections.Counter = collections.Counter()
+        big_rank = 0
+        for graph_index in range(model.SubgraphsLength()):
+            graph = model.Subgraphs(graph_index)
+            tensors = [graph.Tensors(i) for i in range(graph.TensorsLength())]
+            types = [type_names.get(t.Type(), "unknown") for t in tensors]
+            tensor_types.update(types)
+            for op_index in range(graph.OperatorsLength()):
+                op = graph.Operators(op_index)
+                name = op_names[op.OpcodeIndex()]
+                op_counts[name] += 1
+                touched = [i for i in list(op.InputsAsNumpy() if op.InputsLength() else []) +
+                           list(op.OutputsAsNumpy() if op.OutputsLength() else []) if i >= 0]
+                if any(types[i] in _FLOAT_TYPES for i in touched):
+                    float_ops[name] += 1
+            for tensor in tensors:
+                shape = tensor.ShapeAsNumpy() if tensor.ShapeLength() else ()
+                # The Edge TPU keeps only the 3 innermost dimensions of activations; outer ones must be 1.
+                if len(shape) > 3 and any(int(d) > 1 for d in shape[:-3]) and tensor.Buffer() not in constant_buffers:
+                    big_rank += 1
+        main_graph = model.Subgraphs(0)
+        main_tensors = [main_graph.Tensors(i) for i in range(main_graph.TensorsLength())]
+        inputs = tuple(_tensor_info(main_tensors[i], int(i), type_names) for i in main_graph.InputsAsNumpy()) \
+            if main_graph.InputsLength() else ()
+        outputs = tuple(_tensor_info(main_tensors[i], int(i), type_names) for i in main_graph.OutputsAsNumpy()) \
+            if main_graph.OutputsLength() else ()
+        description = (model.Description() or b"").decode("utf-8", "replace")
+        version = int(model.Version())
+    except ModelFileError:
+        raise
+    except Exception as e:  # a damaged flatbuffer raises anything from IndexError to struct.error
+        raise ModelFileError(
+            f"'{path}' is truncated or damaged: its TFLite flatbuffer cannot be parsed ({type(e).__name__}: {e}). "
+            f"Re-copy or re-export the model."
+        ) from e
+
+    metadata = read_metadata(data)
+    card = read_card(data)
+    edgetpu_compiled = EDGETPU_CUSTOM_OP in op_counts
+    fully_integer = not any(t in _FLOAT_TYPES for t in tensor_types)
+    if not edgetpu_compiled:
+        float_core = collections.Counter({n: c for n, c in float_ops.items() if n not in _IO_CONVERSION_OPS})
+        float_io = [t.name for t in inputs + outputs if t.dtype.upper() in _FLOAT_TYPES]
+        if float_core:
+            listed = ", ".join(f"{n} x{c}" for n, c in float_core.most_common(5))
+            issues.append(f"{sum(float_core.values())} ops compute in float ({listed}); export a full-integer int8 model")
+        elif float_io:
+            issues.append(f"float input/output ({', '.join(float_io)}): the QUANTIZE/DEQUANTIZE ops at the ends run on the CPU; "
+                          f"export with int8/uint8 inputs and outputs")
+        dynamic = [t.name for t in inputs + outputs if t.dynamic]
+        if dynamic:
+            issues.append(f"dynamic shapes on {', '.join(dynamic)}; export with a fixed batch size of 1")
+        unsupported = sorted(op for op in op_counts if op not in EDGETPU_SUPPORTED_OPS
+                             and not (op == "DEQUANTIZE" and float_io and not float_core))
+        if unsupported:
+            issues.append(f"ops the Edge TPU cannot run: {', '.join(unsupported)} (they and all later ops fall back to the CPU)")
+        if big_rank:
+            issues.append(f"{big_rank} activation tensors use more than 3 non-trivial dimensions (e.g. a batch size > 1)")
+        if model.SubgraphsLength() > 1:
+            issues.append(f"{model.SubgraphsLength()} subgraphs (control flow); the compiler maps only the first")
+    return ModelInfo(
+        path=str(path),
+        size_bytes=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        schema_version=version,
+        description=description,
+        subgraphs=int(model.SubgraphsLength()),
+        inputs=inputs,
+        outputs=outputs,
+        op_counts=dict(op_counts.most_common()),
+        tensor_types=dict(tensor_types.most_common()),
+        fully_integer=fully_integer,
+        edgetpu_compiled=edgetpu_compiled,
+        edgetpu_ready=edgetpu_compiled or not issues,
+        edgetpu_issues=tuple(issues),
+        metadata={name: len(value) for name, value in metadata.items()},
+        min_runtime_version=metadata.get("min_runtime_version", b"").rstrip(b"\x00").decode("utf-8", "replace"),
+        card=card,
+    )
+
+
+def inspect_model(path: PathLike) -> ModelInfo:
+    """Checks and parses a ``.tflite`` file: I/O, op histogram, integer-only, Edge TPU readiness, card.
+
+    Args:
+      path: the model file.
+
+    Returns:
+      The ModelInfo.
+
+    Raises:
+      ModelFileError: the file is missing, empty, truncated or not a TFLite model.
+
+    Example:
+      >>> info = inspect_model("mobilenet_v2_1.0_224_quant.tflite")
+      >>> info.inputs[0].describe(), info.fully_integer
+      ('uint8[1,224,224,3] q=(0.0078125, 128)', True)
+    """
+    return parse_model(read_model(path), str(path))
+
+
+def format_info(info: ModelInfo, max_labels: int = 5) -> str:
+    """Human-readable report of ``info`` (what ``edgetl inspect`` prints)."""
+    from edgetl._table import format_table
+
+    lines = [
+        f"{info.path}",
+        f"  size: {info.size_bytes / 1e6:.2f} MB ({info.size_bytes:,} bytes), sha256 {info.sha256[:16]}",
+        f"  schema v{info.schema_version}, {info.subgraphs} subgraph(s)"
+        + (f", min runtime {info.min_runtime_version}" if info.min_runtime_version else "")
+        + (f", description '{info.description}'" if info.description else ""),
+        "",
+    ]
+    rows = [["input", t.name, t.describe()] for t in info.inputs] + [["output", t.name, t.describe()] for t in info.outputs]
+    lines += ["  " + line for line in format_table(["", "tensor", "type"], rows).splitlines()]
+    lines.append("")
+    total = sum(info.op_counts.values())
+    ops = ", ".join(f"{name} {count}" for name, count in info.op_counts.items())
+    lines.append(f"  ops ({total}): {ops}")
+    types = ", ".join(f"{name.lower()} {count}" for name, count in info.tensor_types.items())
+    lines.append(f"  tensors: {types}")
+    lines.append(f"  fully integer: {'yes' if info.fully_integer else 'no'}")
+    if info.edgetpu_compiled:
+        tpu = f"compiled for the Edge TPU ({info.op_counts[EDGETPU_CUSTOM_OP]} {EDGETPU_CUSTOM_OP}); run it with --delegate edgetpu"
+    elif info.edgetpu_ready:
+        tpu = "ready to compile (edgetpu_compiler can map every op)"
+    else:
+        tpu = "not ready: " + "; ".join(info.edgetpu_issues)
+    lines.append(f"  Edge TPU: {tpu}")
+    if info.metadata:
+        lines.append("  metadata: " + ", ".join(f"{name} ({size} B)" for name, size in info.metadata.items()))
+    card = info.card
+    if card is None:
+        lines.append("  model card: none (third-party model: pass --labels, and --mean/--std for float inputs)")
+    else:
+        shown = ", ".join(card.labels[:max_labels]) + (f", ... ({len(card.labels)} in all)" if len(card.labels) > max_labels else "")
+        lines.append(f"  model card: {card.backbone or '?'}"
+                     + (f" alpha {card.alpha}" if card.alpha is not None else "")
+                     + f", variant {card.variant or '?'}, edgetl {card.edgetl_version or '?'}")
+        lines.append(f"    labels: {shown}")
+        lines.append(f"    preprocessing: (pixel - {_triple(card.mean)}) / {_triple(card.std)}, {card.resize} resize, {card.color}"
+                     + (f"; in graph: {card.preprocessing}" if card.preprocessing else ""))
+        lines.append(f"    output: {card.output_kind}")
+    return "\n".join(lines)
+
+
+def _triple(values) -> str:
+    values = [float(v) for v in values]
+    if len(set(values)) == 1:
+        return f"{values[0]:g}"
+    return "(" + ", ".join(f"{v:g}" for v in values) + ")"

@@ -1,0 +1,264 @@
+"""Top-k labels of images with a ``.tflite`` classifier: the Classifier shared by ``predict`` and ``eval`` (no TF)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from edgetl.errors import ConfigError, DatasetError
+from edgetl.images import ImageReadError, load_image
+from edgetl.runtime.interpreter import DelegateSpec, LoadedModel, RuntimeInfo, load_interpreter
+from edgetl.runtime.tensors import InputTransform, Triple, input_transform, to_scores
+
+PathLike = Union[str, os.PathLike]
+_INDEXED_LABEL = re.compile(r"^\s*(\d+)[\s:]+(.*\S)\s*$")
+
+
+def read_labels(path: PathLike) -> Tuple[str, ...]:
+    """Reads a labels file: one label per line in output order, or 'INDEX LABEL' lines (Coral style).
+
+    Args:
+      path: the labels file (UTF-8).
+
+    Returns:
+      Labels indexed by output position (gaps in an indexed file become '').
+
+    Raises:
+      ConfigError: the file is missing, unreadable or empty.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ConfigError(f"Labels file '{path}' does not exist; pass a text file with one label per line.") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"Labels file '{path}' cannot be read ({e}); pass a UTF-8 text file with one label per line.") from None
+    lines = text.splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if not lines:
+        raise ConfigError(f"Labels file '{path}' is empty; it needs one label per line, in the model's output order.")
+    matches = [_INDEXED_LABEL.match(line) for line in lines if line.strip()]
+    if all(matches) and len(matches) > 1:
+        indexed = {int(m.group(1)): m.group(2) for m in matches}
+        return tuple(indexed.get(i, "") for i in range(max(indexed) + 1))
+    return tuple(line.strip() for line in lines)
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    """The top-k classes of one image.
+
+    Attributes:
+      image: the image file.
+      indices: class indices, best first.
+      labels: their labels ('' when the model has none and no --labels was given).
+      scores: their scores (probabilities for edgetl models; dequantized outputs otherwise).
+    """
+
+    image: str
+    indices: Tuple[int, ...]
+    labels: Tuple[str, ...]
+    scores: Tuple[float, ...]
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-ready dictionary with a 'top' list of {index, label, score}."""
+        return {"image": self.image, "top": [{"index": i, "label": label, "score": round(score, 6)}
+                                             for i, label, score in zip(self.indices, self.labels, self.scores)]}
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictResult:
+    """Predictions for a list of images.
+
+    Attributes:
+      model: the model file.
+      predictions: one per image, in the order given.
+      preprocessing: how pixels were turned into input tensors.
+      runtime: runtime, delegate and threads used.
+      seconds: wall time of decoding and inference.
+    """
+
+    model: str
+    predictions: Tuple[Prediction, ...]
+    preprocessing: str
+    runtime: RuntimeInfo
+    seconds: float
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-ready dictionary."""
+        return {"model": self.model, "preprocessing": self.preprocessing, "runtime": self.runtime.to_dict(),
+                "seconds": round(self.seconds, 4), "predictions": [p.to_dict() for p in self.predictions]}
+
+    def format(self) -> str:
+        """One block per image: rank, score, index and label."""
+        lines = []
+        for prediction in self.predictions:
+            lines.append(prediction.image)
+            for rank, (index, label, score) in enumerate(zip(prediction.indices, prediction.labels, prediction.scores), 1):
+                lines.append(f"  {rank}. {score:7.4f}  {index:>5}  {label}")
+        return "\n".join(lines)
+
+
+class Classifier:
+    """A loaded image classifier: decode with Pillow, preprocess as trained, run, return scores.
+
+    Attributes:
+      loaded: the interpreter and model information.
+      transform: pixels -> input tensor.
+      labels: class names by output index ('' entries when unknown).
+      num_classes: number of outputs.
+    """
+
+    def __init__(
+        self,
+        model: PathLike,
+        delegate: Union[str, DelegateSpec] = "xnnpack",
+        threads: Optional[int] = None,
+        runtime: str = "auto",
+        labels: Optional[Sequence[str]] = None,
+        mean: Optional[Triple] = None,
+        std: Optional[Triple] = None,
+    ):
+        """Loads ``model`` and works out its preprocessing and labels.
+
+        Args:
+          model: ``.tflite`` file.
+          delegate: see ``DelegateSpec.parse``.
+          threads: interpreter threads (None = runtime default).
+          runtime: 'auto', 'litert', 'tflite-runtime' or 'tensorflow'.
+          labels: labels overriding the card's (e.g. from ``--labels``).
+          mean: override of the per-channel mean.
+          std: override of the per-channel std.
+
+        Raises:
+          ModelFileError: unusable model (not an RGB image classifier...).
+          ConfigError: the labels do not match the number of outputs.
+          DelegateError: see ``load_interpreter``.
+        """
+        self.loaded: LoadedModel = load_interpreter(model, delegate=delegate, threads=threads, runtime=runtime)
+        info = self.loaded.model
+        card = info.card
+        self.transform: InputTransform = input_transform(info.inputs[0], card, mean, std, model_name=info.path)
+        output = info.outputs[0]
+        self.num_classes = int(np.prod(output.shape[1:])) if len(output.shape) > 1 else int(output.shape[0])
+        if labels is None and card is not None:
+            labels = card.labels
+        if labels is not None and len(labels) != self.num_classes:
+            source = "--labels" if card is None or labels != card.labels else "the model card"
+            raise ConfigError(
+                f"{source} has {len(labels)} labels but '{info.path}' outputs {self.num_classes} classes "
+                f"({output.describe()}); pass the labels file made for this model."
+            )
+        self.labels: Tuple[str, ...] = tuple(labels) if labels is not None else ("",) * self.num_classes
+        self._fixed_batch = int(info.inputs[0].shape[0]) or 1
+        self._dynamic_batch = info.inputs[0].shape_signature[0] < 0
+        self._batch = self._fixed_batch
+
+    @property
+    def max_batch(self) -> Optional[int]:
+        """Largest batch one invoke takes: None when the batch dimension is dynamic."""
+        return None if self._dynamic_batch else self._fixed_batch
+
+    def load(self, path: PathLike) -> np.ndarray:
+        """Decodes and resizes one image file exactly as training did (``images.load_image``).
+
+        Raises:
+          ImageReadError: the image cannot be decoded.
+        """
+        return load_image(path, self.transform.size)
+
+    def scores(self, pixels: np.ndarray) -> np.ndarray:
+        """Scores of ``(N, H, W, 3)`` uint8 pixels as ``(N, num_classes)`` float32."""
+        batch = self.transform(pixels)
+        count = batch.shape[0]
+        if self._dynamic_batch:
+            if count != self._batch:
+                self.loaded.resize_batch(count)
+                self._batch = count
+            return to_scores(self.loaded.run(batch), self.loaded.model.outputs[0], self.loaded.model.card)
+        results = []
+        for start in range(0, count, self._fixed_batch):
+            chunk = batch[start:start + self._fixed_batch]
+            used = chunk.shape[0]
+            if used < self._fixed_batch:  # a fixed batch > 1: pad the last chunk, drop the padding's outputs
+                chunk = np.concatenate([chunk, np.zeros((self._fixed_batch - used,) + chunk.shape[1:], chunk.dtype)])
+            results.append(to_scores(self.loaded.run(chunk), self.loaded.model.outputs[0], self.loaded.model.card)[:used])
+        return np.concatenate(results)
+
+    def top_k(self, scores: np.ndarray, k: int) -> List[Tuple[Tuple[int, ...], Tuple[float, ...]]]:
+        """Best ``k`` (indices, scores) per row, best first; ties keep the lower index first."""
+        k = max(1, min(k, scores.shape[1]))
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return [(tuple(int(i) for i in row), tuple(float(scores[n, i]) for i in row)) for n, row in enumerate(order)]
+
+
+def predict(
+    model: PathLike,
+    images: Sequence[PathLike],
+    top_k: int = 5,
+    delegate: Union[str, DelegateSpec] = "xnnpack",
+    threads: Optional[int] = None,
+    runtime: str = "auto",
+    labels: Optional[Sequence[str]] = None,
+    mean: Optional[Triple] = None,
+    std: Optional[Triple] = None,
+) -> PredictResult:
+    """Top-k labels with scores for each image.
+
+    Every image is decoded before the first inference, so a bad file fails
+    fast with its name.
+
+    Args:
+      model: ``.tflite`` classifier.
+      images: image files.
+      top_k: how many classes to report per image.
+      delegate: see ``DelegateSpec.parse``.
+      threads: interpreter threads.
+      runtime: TFLite runtime to use.
+      labels: labels overriding the embedded ones.
+      mean: per-channel mean override (third-party float models).
+      std: per-channel std override.
+
+    Returns:
+      The PredictResult.
+
+    Raises:
+      DatasetError: an image is missing or cannot be decoded.
+      ModelFileError: unusable model (see ``Classifier``).
+      DelegateError: the delegate cannot be loaded.
+      ConfigError: bad options or labels that do not fit the model.
+
+    Example:
+      >>> result = predict("mobilenet_v2_1.0_224_quant.tflite", ["parrot.jpg"],
+      ...                  labels=read_labels("imagenet_labels.txt"))
+      >>> result.predictions[0].labels[0]
+      'macaw'
+    """
+    if top_k < 1:
+        raise ConfigError(f"`--top-k` must be >= 1, got {top_k}.")
+    if not images:
+        raise ConfigError("No images given; pass one or more image files after the model.")
+    start = time.perf_counter()
+    classifier = Classifier(model, delegate, threads, runtime, labels, mean, std)
+    pixels = []
+    for image in images:
+        if not Path(image).is_file():
+            raise DatasetError(f"Image '{image}' does not exist or is not a file; pass image files (JPEG, PNG, BMP...).")
+        try:
+            pixels.append(classifier.load(image))
+        except ImageReadError as e:
+            raise DatasetError(f"Image '{e.path}' cannot be used: {e.reason}. Pass a JPEG, PNG, BMP, GIF or WebP image.") from None
+    predictions = []
+    for image, array in zip(images, pixels):
+        scores = classifier.scores(array[None])
+        (indices, values), = classifier.top_k(scores, top_k)
+        predictions.append(Prediction(str(image), indices, tuple(classifier.labels[i] for i in indices), values))
+    return PredictResult(str(model), tuple(predictions), classifier.transform.describe(), classifier.loaded.runtime,
+                         time.perf_counter() - start)

@@ -1,0 +1,141 @@
+"""Tiny .tflite classifiers built with the flatbuffer schema alone (no TensorFlow), for device-side tests.
+
+The model averages each colour channel over the image (MEAN over H, W) and
+applies a sharp SOFTMAX, so it labels a solid red/green/blue picture by its
+dominant channel: enough to test eval/predict/bench end to end with float32,
+int8 and uint8 I/O, fixed or dynamic batch, with or without a model card.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
+
+import flatbuffers
+import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+
+from edgetl.model_card import ModelCard, TensorSpec, embed_card
+
+_TYPES = {"float32": schema.TensorType.FLOAT32, "int8": schema.TensorType.INT8, "uint8": schema.TensorType.UINT8}
+# int8/uint8 zero points that make [0, 1] the representable range of the input.
+_INPUT_ZERO_POINT = {"int8": -128, "uint8": 0}
+# TFLite requires softmax outputs quantized with scale 1/256 and these zero points.
+_SOFTMAX_ZERO_POINT = {"int8": -128, "uint8": 0}
+
+
+def _pack(model) -> bytes:
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _tensor(name, shape, tensor_type, buffer=0, quant=None, signature=None):
+    tensor = schema.TensorT()
+    tensor.name = name
+    tensor.shape = list(shape)
+    tensor.type = tensor_type
+    tensor.buffer = buffer
+    tensor.quantization = quant
+    if signature is not None:
+        tensor.shapeSignature = list(signature)
+    return tensor
+
+
+def _quant(scale: float, zero_point: int):
+    params = schema.QuantizationParametersT()
+    params.scale = [scale]
+    params.zeroPoint = [zero_point]
+    return params
+
+
+def build_colour_model(dtype: str = "float32", size: int = 8, channels: int = 3, dynamic_batch: bool = False) -> bytes:
+    """MEAN(H, W) -> SOFTMAX(beta=20) classifier of ``channels`` classes; float inputs expect [0, 1]."""
+    tensor_type = _TYPES[dtype]
+    model = schema.ModelT()
+    model.version = 3
+    model.description = "edgetl test colour model"
+    model.buffers = [schema.BufferT()]
+    axes = schema.BufferT()
+    axes.data = list(np.array([1, 2], np.int32).tobytes())
+    model.buffers.append(axes)
+    integer = dtype != "float32"
+    in_quant = _quant(1 / 255, _INPUT_ZERO_POINT[dtype]) if integer else None
+    out_quant = _quant(1 / 256, _SOFTMAX_ZERO_POINT[dtype]) if integer else None
+    tensors = [
+        _tensor("image", [1, size, size, channels], tensor_type, quant=in_quant,
+                signature=[-1, size, size, channels] if dynamic_batch else None),
+        _tensor("axes", [2], schema.TensorType.INT32, buffer=1),
+        _tensor("channel_mean", [1, channels], tensor_type, quant=_quant(1 / 255, _INPUT_ZERO_POINT[dtype]) if integer else None),
+        _tensor("probabilities", [1, channels], tensor_type, quant=out_quant),
+    ]
+    codes = []
+    for op in (schema.BuiltinOperator.MEAN, schema.BuiltinOperator.SOFTMAX):
+        code = schema.OperatorCodeT()
+        code.builtinCode = op
+        code.deprecatedBuiltinCode = op
+        code.version = 2 if integer else 1
+        codes.append(code)
+    mean = schema.OperatorT()
+    mean.opcodeIndex, mean.inputs, mean.outputs = 0, [0, 1], [2]
+    mean.builtinOptionsType = schema.BuiltinOptions.ReducerOptions
+    mean.builtinOptions = schema.ReducerOptionsT()
+    mean.builtinOptions.keepDims = False
+    softmax = schema.OperatorT()
+    softmax.opcodeIndex, softmax.inputs, softmax.outputs = 1, [2], [3]
+    softmax.builtinOptionsType = schema.BuiltinOptions.SoftmaxOptions
+    softmax.builtinOptions = schema.SoftmaxOptionsT()
+    softmax.builtinOptions.beta = 20.0
+    graph = schema.SubGraphT()
+    graph.name = "main"
+    graph.tensors, graph.inputs, graph.outputs, graph.operators = tensors, [0], [3], [mean, softmax]
+    model.subgraphs = [graph]
+    model.operatorCodes = codes
+    return _pack(model)
+
+
+def build_edgetpu_model() -> bytes:
+    """A model whose only op is 'edgetpu-custom-op', as edgetpu_compiler writes them (never runnable here)."""
+    model = schema.ModelT()
+    model.version = 3
+    model.buffers = [schema.BufferT()]
+    code = schema.OperatorCodeT()
+    code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.CUSTOM
+    code.customCode = "edgetpu-custom-op"
+    code.version = 1
+    op = schema.OperatorT()
+    op.opcodeIndex, op.inputs, op.outputs = 0, [0], [1]
+    op.customOptions = [0] * 8
+    graph = schema.SubGraphT()
+    graph.tensors = [
+        _tensor("input", [1, 8, 8, 3], schema.TensorType.UINT8, quant=_quant(1 / 128, 128)),
+        _tensor("output", [1, 3], schema.TensorType.UINT8, quant=_quant(1 / 256, 0)),
+    ]
+    graph.inputs, graph.outputs, graph.operators = [0], [1], [op]
+    model.subgraphs = [graph]
+    model.operatorCodes = [code]
+    return _pack(model)
+
+
+def colour_card(dtype: str, labels: Sequence[str] = ("red", "green", "blue"), size: int = 8,
+                output_kind: str = "probabilities") -> ModelCard:
+    """The card edgetl would embed: pixels / 255, labels in output order."""
+    integer = dtype != "float32"
+    return ModelCard(
+        labels=tuple(labels),
+        input=TensorSpec((1, size, size, 3), dtype, 1 / 255 if integer else 0.0, _INPUT_ZERO_POINT.get(dtype, 0)),
+        output=TensorSpec((1, len(labels)), dtype, 1 / 256 if integer else 0.0, _SOFTMAX_ZERO_POINT.get(dtype, 0)),
+        mean=(0.0, 0.0, 0.0), std=(255.0, 255.0, 255.0), backbone="test_colour_mean", variant="int8" if integer else "fp32",
+        preprocessing="none", edgetl_version="test", output_kind=output_kind,
+    )
+
+
+def write_colour_model(path: Path, dtype: str = "float32", card: bool = True, dynamic_batch: bool = False,
+                       channels: int = 3, labels: Optional[Sequence[str]] = None) -> Path:
+    """Writes a colour model (with its card unless ``card`` is False) and returns the path."""
+    data = build_colour_model(dtype, channels=channels, dynamic_batch=dynamic_batch)
+    if card:
+        data = embed_card(data, colour_card(dtype, labels or ("red", "green", "blue")))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
