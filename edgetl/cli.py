@@ -73,8 +73,48 @@ def main(debug: bool, verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
+# CLI parameter -> (config section, field). Values given on the command line override a recipe.
+_TRAIN_FLAGS = {
+    "val_path": ("data", "val_path"), "val_fraction": ("data", "val_fraction"), "batch_size": ("data", "batch_size"),
+    "class_weights": ("data", "class_weights"),
+    "backbone": ("model", "backbone"), "alpha": ("model", "alpha"), "size": ("model", "size"),
+    "weights": ("model", "weights"), "weights_dir": ("model", "weights_dir"), "dropout": ("model", "dropout"),
+    "hidden_units": ("model", "hidden_units"),
+    "epochs": ("train", "epochs"), "learning_rate": ("train", "learning_rate"),
+    "fine_tune_epochs": ("train", "fine_tune_epochs"), "fine_tune_layers": ("train", "fine_tune_layers"),
+    "fine_tune_learning_rate": ("train", "fine_tune_learning_rate"), "lr_schedule": ("train", "lr_schedule"),
+    "early_stopping_patience": ("train", "early_stopping_patience"), "strategy": ("train", "strategy"),
+}
+
+
+def _train_configs(ctx: click.Context, recipe: Optional[str]):
+    """Recipe (or defaults) + the flags the user actually typed -> data/model/train configs."""
+    import dataclasses
+
+    from click.core import ParameterSource
+
+    from edgetl.recipe import apply_overrides, load_recipe
+
+    params = ctx.params
+    typed = {name for name in params if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
+    overrides = {"data": {"path": params["data"]}, "model": {}, "train": {}}
+    for name, (section, field) in _TRAIN_FLAGS.items():
+        if name in typed or recipe is None:
+            overrides[section][field] = params[name]
+    if "seed" in typed or recipe is None:
+        overrides["data"]["seed"] = overrides["train"]["seed"] = params["seed"]
+    if params["no_cache_features"]:
+        overrides["train"]["cache_features"] = False
+    configs = apply_overrides(load_recipe(recipe), overrides)
+    if params["no_augment"]:
+        configs["data"] = dataclasses.replace(configs["data"], augment=dataclasses.replace(configs["data"].augment, enabled=False))
+    return configs
+
+
 @main.command()
 @click.argument("data", type=click.Path(file_okay=False, path_type=str))
+@click.option("--recipe", type=click.Path(dir_okay=False), default=None,
+              help="YAML recipe (see models/*.yaml, or a run's config.yaml); flags you type override it.")
 @click.option("--val", "val_path", type=click.Path(file_okay=False), default=None,
               help="Separate validation folder (same class folders). Default: split DATA by --val-fraction.")
 @click.option("--val-fraction", type=float, default=0.2, show_default=True, help="Share of each class held out for validation.")
@@ -105,38 +145,26 @@ def main(debug: bool, verbose: bool) -> None:
               help="Run directory. Default: runs/<backbone>. Re-running resumes from its checkpoints.")
 @click.option("--fresh", is_flag=True, help="Ignore checkpoints in --out and start over.")
 @handle_errors
-def train(data, val_path, val_fraction, backbone, alpha, size, weights, weights_dir, epochs, learning_rate,
-          fine_tune_epochs, fine_tune_layers, fine_tune_learning_rate, lr_schedule, early_stopping_patience,
-          batch_size, dropout, hidden_units, no_augment, class_weights, no_cache_features, strategy, seed, out, fresh):
+def train(recipe, out, fresh, **_):
     """Transfer learning on an image folder: head on cached features, then fine-tuning.
 
     DATA holds one sub-folder per class (nested folders allowed): DATA/<class>/<image>.jpg.
     JPEG, PNG, BMP, GIF and WebP are read; corrupt files are skipped and listed.
 
     \b
-    Example:
+    Examples:
       edgetl train data/flowers --backbone mobilenet_v2 --alpha 0.35 --size 224 \\
           --epochs 10 --fine-tune-epochs 5 --out runs/flowers
+      edgetl train data/flowers --recipe models/mobilenet_v3_small_minimalistic_224.yaml --epochs 20
     """
-    from edgetl.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig
     from edgetl.model.registry import get
 
-    get(backbone)  # unknown names fail here, before TensorFlow loads
-    data_config = DataConfig(
-        path=data, val_path=val_path, val_fraction=val_fraction, seed=seed, batch_size=batch_size,
-        class_weights=class_weights, augment=AugmentConfig(enabled=not no_augment),
-    )
-    model_config = ModelConfig(backbone=backbone, alpha=alpha, size=size, weights=weights, weights_dir=weights_dir,
-                               dropout=dropout, hidden_units=hidden_units)
-    train_config = TrainConfig(
-        epochs=epochs, learning_rate=learning_rate, fine_tune_epochs=fine_tune_epochs,
-        fine_tune_layers=fine_tune_layers, fine_tune_learning_rate=fine_tune_learning_rate,
-        lr_schedule=lr_schedule, early_stopping_patience=early_stopping_patience,
-        cache_features=not no_cache_features, strategy=strategy, seed=seed,
-    )
+    configs = _train_configs(click.get_current_context(), recipe)
+    get(configs["model"].backbone)  # unknown names fail here, before TensorFlow loads
     from edgetl.train import train as run_training
 
-    result = run_training(data_config, model_config, train_config, out=out or f"runs/{backbone}", fresh=fresh, echo=click.echo)
+    result = run_training(configs["data"], configs["model"], configs["train"],
+                          out=out or f"runs/{configs['model'].backbone}", fresh=fresh, echo=click.echo)
     click.echo(result.summary())
 
 

@@ -255,3 +255,79 @@ def dump_yaml(sections: Dict[str, Any]) -> str:
     """YAML text of ``{section: config}``; dataclasses are expanded."""
     plain = {name: (to_dict(value) if dataclasses.is_dataclass(value) else value) for name, value in sections.items()}
     return yaml.safe_dump(plain, sort_keys=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class QATConfig:
+    """Quantization-aware fine-tuning of a trained model (stage `qat`).
+
+    Attributes:
+      epochs: fine-tuning epochs of the quantized model (a few suffice).
+      learning_rate: Adam learning rate; keep it ~10x below the training one.
+      batch_size: images per batch.
+      steps_per_epoch: optimizer steps per epoch; None = one pass over the
+        training images.
+      calibration_batches: training batches used to initialise activation
+        ranges before fine-tuning (tfmot otherwise starts them at [-6, 6]);
+        0 keeps tfmot's initial ranges.
+      augment: flip/rotate/zoom/contrast augmentation while fine-tuning.
+      seed: seed of shuffling and augmentation.
+    """
+
+    epochs: int = 3
+    learning_rate: float = 1e-5
+    batch_size: int = 32
+    steps_per_epoch: Optional[int] = None
+    calibration_batches: int = 4
+    augment: bool = True
+    seed: int = 42
+
+    def __post_init__(self):
+        _check_range("epochs", self.epochs, 0, 10000)
+        _check_range("learning_rate", self.learning_rate, 0.0, 1.0, low_open=True)
+        _check_range("batch_size", self.batch_size, 1, 4096)
+        _check_range("calibration_batches", self.calibration_batches, 0, 10000)
+        if self.steps_per_epoch is not None:
+            _check_range("steps_per_epoch", self.steps_per_epoch, 1, 10**9)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    """TFLite export of a run (stage `export`).
+
+    Attributes:
+      variants: variant names (fp32, fp16, dynamic, int8, qat-int8); empty =
+        fp32, fp16, dynamic, int8, plus qat-int8 when the run has a QAT model.
+      io_type: 'uint8' or 'int8' input/output of the integer variants.
+      calibration_images: training images used to calibrate int8 PTQ.
+      calibration_dir: image folder used for calibration instead of the
+        run's training split.
+      verify: run each exported file in the TFLite interpreter on validation
+        images and compare its accuracy with the Keras float model.
+      verify_images: at most this many validation images are used.
+      max_accuracy_drop: accuracy points a variant may lose against the
+        Keras float model before it is flagged.
+      edgetpu: also compile the integer variants with ``edgetpu_compiler``.
+      out_dir: output folder; None = RUN/export.
+      seed: seed of the calibration sample.
+    """
+
+    variants: Tuple[str, ...] = ()
+    io_type: str = "uint8"
+    calibration_images: int = 300
+    calibration_dir: Optional[str] = None
+    verify: bool = True
+    verify_images: int = 500
+    max_accuracy_drop: float = 2.0
+    edgetpu: bool = False
+    out_dir: Optional[str] = None
+    seed: int = 42
+
+    def __post_init__(self):
+        from edgetl.export.variants import IO_TYPES, parse_variants
+
+        object.__setattr__(self, "variants", parse_variants(self.variants or ()))
+        _check_choice("io_type", self.io_type, IO_TYPES)
+        _check_range("calibration_images", self.calibration_images, 1, 10**6)
+        _check_range("verify_images", self.verify_images, 1, 10**7)
+        _check_range("max_accuracy_drop", self.max_accuracy_drop, 0.0, 100.0)

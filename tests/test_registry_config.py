@@ -92,3 +92,33 @@ def test_yaml_round_trip_and_malformed(tmp_path):
     file.write_text("train: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML at line"):
         load_yaml(str(file))
+
+
+def test_shipped_recipes_load_and_name_real_backbones():
+    from pathlib import Path
+
+    from edgetl.recipe import load_recipe
+
+    recipes = sorted((Path(__file__).resolve().parents[1] / "models").glob("*.yaml"))
+    assert len(recipes) >= 3
+    for recipe in recipes:
+        configs = load_recipe(str(recipe))
+        spec = registry.get(configs["model"].backbone)
+        assert configs["model"].size == 224
+        if configs["model"].weights == "imagenet":
+            spec.check_imagenet(spec.resolve_alpha(configs["model"].alpha), 224)
+
+
+def test_recipe_errors_name_section_and_key(tmp_path):
+    from edgetl.recipe import load_recipe
+
+    bad = tmp_path / "r.yaml"
+    bad.write_text("trian:\n  epochs: 3\n")
+    with pytest.raises(ConfigError, match=r"Unknown section `trian`.*Did you mean 'train'"):
+        load_recipe(str(bad))
+    bad.write_text("train:\n  epochs: -1\n")
+    with pytest.raises(ConfigError, match=r"`epochs`=-1 is out of range"):
+        load_recipe(str(bad))
+    bad.write_text("model:\n  dropout: high\n")
+    with pytest.raises(ConfigError, match=r"`model.dropout` must be float, got 'high'"):
+        load_recipe(str(bad))

@@ -187,3 +187,32 @@ def test_distribution_strategy_option(colour_folder, backbone_weights, tmp_path)
                    out=str(tmp_path / "mirrored"), echo=lambda line: None)
     assert set(result.history) == {"head", "fine_tune"}
     assert (tmp_path / "mirrored" / "model.keras").is_file()
+
+
+def test_recipe_sets_defaults_and_typed_flags_override(tmp_path, monkeypatch, colour_folder):
+    import edgetl.train as train_module
+
+    seen = {}
+
+    def fake_train(data, model, train_config, out, fresh, echo):
+        seen.update(data=data, model=model, train=train_config, out=out)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(train_module, "train", fake_train)
+    recipe = REPO / "models" / "mobilenet_v2_035_224.yaml"
+    result = CliRunner().invoke(main, ["train", str(colour_folder), "--recipe", str(recipe), "--epochs", "3",
+                                       "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert seen["model"] == ModelConfig("mobilenet_v2", alpha=0.35, size=224, weights="imagenet", dropout=0.2)
+    assert seen["train"].epochs == 3 and seen["train"].fine_tune_layers == 30
+    assert seen["data"].path == str(colour_folder)
+
+
+def test_bad_recipe_is_rejected_before_training(tmp_path, colour_folder):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model:\n  backbone: mobilenet_v2\n  alph: 0.35\n")
+    result = CliRunner().invoke(main, ["train", str(colour_folder), "--recipe", str(recipe), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1
+    assert result.output.strip() == ("Error: Recipe '%s': Unknown key `model.alph`. Did you mean 'alpha'? Valid keys: "
+                                     "backbone, alpha, size, weights, weights_dir, dropout, hidden_units." % recipe)
+    assert not (tmp_path / "o").exists()
