@@ -1,0 +1,674 @@
+"""TFLite conversion of a run into fp32/fp16/dynamic/int8/qat-int8 files, each verified and carrying its model card.
+
+Each model is traced once into a SavedModel holding only its serving function
+and variables, and every variant converts from that SavedModel.
+``TFLiteConverter.from_keras_model`` (and ``from_concrete_functions`` given the
+Keras model) re-saves the whole Keras object graph on every call, which is
+most of the ~10 s a conversion takes even for a tiny model; a bare
+``tf.Module`` saves in about a second and each conversion from it takes ~2 s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import hashlib
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from edgetl import __version__
+from edgetl._atomic import write_bytes, write_json, write_text
+from edgetl.config import ExportConfig, load_yaml
+from edgetl.errors import EdgetlError, ExportError, RunDirError
+from edgetl.export.representative import load_images, representative_dataset, representative_images
+from edgetl.export.variants import DEFAULT_VARIANTS, TFLiteVariant, get_variant
+from edgetl.model.keras import tf
+from edgetl.model_card import ModelCard, TensorSpec, embed_card, labels_text
+from edgetl.run_dir import DatasetRecord, RunPaths
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_FILE = "manifest.json"
+LABELS_FILE = "labels.txt"
+SERVING_INPUT = "image"
+SERVING_OUTPUT = "probabilities"
+QAT_CALIBRATION_IMAGES = 100
+
+
+# ============================================================================
+# Conversion
+# ============================================================================
+
+
+@contextlib.contextmanager
+def _quiet_native_output(log: List[str]) -> Iterator[None]:
+    """Captures what the converter's C++ side prints (pages of MLIR notes) into ``log``."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            sink.seek(0)
+            log.append(sink.read().decode("utf-8", "replace"))
+
+
+class TracedModel:
+    """A Keras model traced once into a minimal SavedModel (batch 1, static shape) for repeated conversion.
+
+    Use as a context manager; the SavedModel lives in a temporary folder.
+
+    Attributes:
+      path: the SavedModel folder.
+      seconds: time spent tracing and saving.
+    """
+
+    def __init__(self, model, size: int):
+        self.model = model
+        self.size = size
+        self.path: Optional[str] = None
+        self.seconds = 0.0
+        self._tmp: Optional[tempfile.TemporaryDirectory] = None
+
+    def __enter__(self) -> "TracedModel":
+        started = time.perf_counter()
+        self._tmp = tempfile.TemporaryDirectory(prefix="edgetl_trace_")
+        module = tf.Module()
+        # Only the variables and one function: saving the Keras object itself would
+        # serialise every layer's call functions, which is what makes conversions slow.
+        module.model_variables = list(self.model.variables)
+        model = self.model
+        spec = tf.TensorSpec([1, self.size, self.size, 3], tf.float32, name=SERVING_INPUT)
+        module.serve = tf.function(lambda image: {SERVING_OUTPUT: model(image, training=False)}, input_signature=[spec])
+        self.path = os.path.join(self._tmp.name, "saved_model")
+        log: List[str] = []
+        with _quiet_native_output(log):
+            tf.saved_model.save(module, self.path, signatures={"serving_default": module.serve.get_concrete_function()})
+        self.seconds = time.perf_counter() - started
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def convert(self, variant: TFLiteVariant, io_type: str = "uint8",
+                representative: Optional[np.ndarray] = None) -> bytes:
+        """Converts the traced model into ``variant``.
+
+        Raises:
+          ExportError: when the converter fails or calibration images are missing.
+        """
+        converter = tf.lite.TFLiteConverter.from_saved_model(self.path)
+        if variant.name == "fp16":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.target_spec.supported_types = [tf.float16]
+        elif variant.name == "dynamic":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        elif variant.integer_io:
+            if representative is None or len(representative) == 0:
+                raise ExportError(
+                    f"Variant '{variant.name}' needs calibration images, got none. Pass --calibration-dir FOLDER, "
+                    f"or drop '{variant.name}' from --variants."
+                )
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            # A QAT graph carries its ranges in fake-quant ops; the converter still
+            # insists on data for full-integer output and uses it only where a range is missing.
+            converter.representative_dataset = representative_dataset(representative)
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.inference_input_type = getattr(tf, io_type)
+            converter.inference_output_type = getattr(tf, io_type)
+        log: List[str] = []
+        try:
+            with _quiet_native_output(log):
+                return converter.convert()
+        except Exception as e:  # the converter raises ConverterError, ValueError, RuntimeError...
+            first = " ".join(str(e).split())[:300]
+            tail = " ".join("".join(log).split())[-300:]
+            raise ExportError(
+                f"TFLite conversion to '{variant.name}' failed: {first} {tail}. Expected a model of built-in "
+                f"TFLite ops; re-run with --debug and report it, or export other variants."
+            ) from e
+
+
+def convert_variants(
+    float_model,
+    variants: Sequence[str],
+    size: int,
+    representative: Optional[np.ndarray] = None,
+    qat_model=None,
+    io_type: str = "uint8",
+    on_done: Optional[Callable[[str, bytes, float], None]] = None,
+    timings: Optional[Dict[str, float]] = None,
+) -> Dict[str, bytes]:
+    """Converts ``float_model`` (and ``qat_model``) into every variant, tracing each model once.
+
+    Args:
+      float_model: the float classifier (ideally from ``qat.prepare_for_quantization``).
+      variants: variant names.
+      size: square input side.
+      representative: uint8 calibration images for int8 (and qat-int8).
+      qat_model: the QAT model; needed for 'qat-int8'.
+      io_type: 'uint8' or 'int8' for the integer variants.
+      on_done: called as ``on_done(name, data, seconds)`` after each conversion.
+      timings: when given, receives ``trace`` (seconds spent tracing/saving)
+        and one entry per variant (seconds converting).
+
+    Returns:
+      ``{variant name: .tflite bytes}`` without model cards.
+
+    Raises:
+      ExportError: a conversion failed or 'qat-int8' was asked without a QAT model.
+
+    Example:
+      >>> files = convert_variants(model, ["fp32", "int8"], 224, representative_images(dataset, 224))
+    """
+    chosen = [get_variant(name) for name in variants]
+    results: Dict[str, bytes] = {}
+    plain = [v for v in chosen if not v.needs_qat]
+    quantized = [v for v in chosen if v.needs_qat]
+    if quantized and qat_model is None:
+        raise ExportError("Variant 'qat-int8' needs the QAT model; run `edgetl qat RUN_DIR` first.")
+    for model, group, images in ((float_model, plain, representative),
+                                 (qat_model, quantized, None if representative is None else representative[:QAT_CALIBRATION_IMAGES])):
+        if not group:
+            continue
+        with TracedModel(model, size) as traced:
+            if timings is not None:
+                timings["trace"] = timings.get("trace", 0.0) + traced.seconds
+            for variant in group:
+                started = time.perf_counter()
+                data = traced.convert(variant, io_type, images)
+                results[variant.name] = data
+                if timings is not None:
+                    timings[variant.name] = time.perf_counter() - started
+                if on_done is not None:
+                    on_done(variant.name, data, time.perf_counter() - started)
+    return results
+
+
+# ============================================================================
+# Verification (LiteRT interpreter)
+# ============================================================================
+
+
+def _interpreter_class():
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        try:
+            from tflite_runtime.interpreter import Interpreter
+        except ImportError as e:
+            raise ExportError("Verifying exports needs a TFLite runtime: pip install ai-edge-litert") from e
+    return Interpreter
+
+
+def _tensor_spec(detail: dict) -> TensorSpec:
+    scale, zero_point = detail.get("quantization", (0.0, 0))
+    return TensorSpec(
+        shape=tuple(int(d) for d in detail["shape"]),
+        dtype=np.dtype(detail["dtype"]).name,
+        scale=float(scale),
+        zero_point=int(zero_point),
+    )
+
+
+def tensor_specs(data: bytes) -> Tuple[TensorSpec, TensorSpec]:
+    """The (input, output) contracts of a ``.tflite`` model, read with the interpreter."""
+    interpreter = _interpreter_class()(model_content=data)
+    return _tensor_spec(interpreter.get_input_details()[0]), _tensor_spec(interpreter.get_output_details()[0])
+
+
+def _to_input(image: np.ndarray, spec: dict) -> np.ndarray:
+    dtype = np.dtype(spec["dtype"])
+    pixels = image[None].astype(np.float32)
+    if dtype == np.float32:
+        return pixels
+    scale, zero_point = spec["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.round(pixels / scale + zero_point), info.min, info.max).astype(dtype)
+
+
+def predict_tflite(path: Union[str, Path], images: np.ndarray) -> np.ndarray:
+    """Top-1 class of each uint8 image (``[N, H, W, 3]``, pixels 0-255) with the LiteRT interpreter."""
+    interpreter = _interpreter_class()(model_path=str(path), num_threads=os.cpu_count() or 1)
+    interpreter.allocate_tensors()
+    input_detail = interpreter.get_input_details()[0]
+    output_detail = interpreter.get_output_details()[0]
+    predictions = np.empty(len(images), dtype=np.int64)
+    for index, image in enumerate(images):
+        interpreter.set_tensor(input_detail["index"], _to_input(image, input_detail))
+        interpreter.invoke()
+        # Quantized outputs have a positive scale, so argmax needs no dequantization.
+        predictions[index] = int(np.argmax(interpreter.get_tensor(output_detail["index"])[0]))
+    return predictions
+
+
+def predict_keras(model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """Top-1 class of each uint8 image with a Keras model."""
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        batch = tf.convert_to_tensor(images[start:start + batch_size].astype(np.float32))
+        outputs.append(np.argmax(model(batch, training=False).numpy(), axis=-1))
+    return np.concatenate(outputs) if outputs else np.zeros(0, np.int64)
+
+
+# ============================================================================
+# The stage
+# ============================================================================
+
+
+@dataclasses.dataclass
+class VariantResult:
+    """One exported file and how it did.
+
+    Attributes:
+      variant: variant name.
+      path: the ``.tflite`` file.
+      size_bytes: file size.
+      sha256: file digest.
+      input: input tensor contract.
+      output: output tensor contract.
+      conversion_seconds: converter time for this variant.
+      accuracy: TFLite top-1 accuracy on the verification images (None when not verified).
+      agreement: share of images where the TFLite and Keras float top-1 agree.
+      accuracy_drop_pts: Keras float accuracy minus this accuracy, in points.
+      flagged: the drop exceeds ``max_accuracy_drop``.
+      warning: the flag's explanation, or ''.
+      edgetpu_check: the Edge TPU rule check, for integer variants.
+      edgetpu: the compiler's result, when it ran.
+    """
+
+    variant: str
+    path: str
+    size_bytes: int
+    sha256: str
+    input: TensorSpec
+    output: TensorSpec
+    conversion_seconds: float
+    accuracy: Optional[float] = None
+    agreement: Optional[float] = None
+    accuracy_drop_pts: Optional[float] = None
+    flagged: bool = False
+    warning: str = ""
+    edgetpu_check: Optional[dict] = None
+    edgetpu: Optional[dict] = None
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["name"] = Path(self.path).name
+        return data
+
+
+@dataclasses.dataclass
+class ExportResult:
+    """Everything ``export_run`` wrote and measured.
+
+    Attributes:
+      out_dir: the export folder.
+      variants: one result per variant, in the order exported.
+      keras_float_accuracy: the Keras float model's accuracy on the same images.
+      val_images: verification images used (0 = not verified).
+      calibration_images: images used to calibrate int8.
+      manifest_path: the ``manifest.json`` written.
+      labels_path: the ``labels.txt`` written.
+      trace_seconds: time spent tracing the model(s) once.
+      seconds: wall time of the whole export.
+      warnings: flagged variants and other problems, one line each.
+      notes: informational lines (rewrites, Edge TPU compiler availability...).
+    """
+
+    out_dir: str
+    variants: List[VariantResult]
+    keras_float_accuracy: Optional[float]
+    val_images: int
+    calibration_images: int
+    manifest_path: str
+    labels_path: str
+    trace_seconds: float
+    seconds: float
+    warnings: List[str] = dataclasses.field(default_factory=list)
+    notes: List[str] = dataclasses.field(default_factory=list)
+
+    def get(self, variant: str) -> VariantResult:
+        """The result of ``variant``; KeyError when it was not exported."""
+        for result in self.variants:
+            if result.variant == variant:
+                return result
+        raise KeyError(variant)
+
+    def summary(self) -> str:
+        """A table of the exported files, their size and verified accuracy, then warnings."""
+        fp32 = next((v.size_bytes for v in self.variants if v.variant == "fp32"), None)
+        lines = [f"Exported {len(self.variants)} model(s) to {self.out_dir} in {self.seconds:.0f} s"
+                 f" (traced once: {self.trace_seconds:.1f} s)."]
+        if self.keras_float_accuracy is not None:
+            lines.append(f"Keras float accuracy on {self.val_images} validation images: {self.keras_float_accuracy:.2%}")
+        lines.append(f"{'variant':9} {'file':44} {'size':>10} {'x fp32':>7} {'io':>7} {'accuracy':>9} {'drop':>7}")
+        for v in self.variants:
+            ratio = f"{v.size_bytes / fp32:.2f}" if fp32 else "-"
+            accuracy = f"{v.accuracy:.2%}" if v.accuracy is not None else "-"
+            drop = f"{v.accuracy_drop_pts:+.1f}" if v.accuracy_drop_pts is not None else "-"
+            flag = "  FLAGGED" if v.flagged else ""
+            lines.append(f"{v.variant:9} {Path(v.path).name:44} {v.size_bytes / 1024:>8.0f}KB {ratio:>7} "
+                         f"{v.input.dtype:>7} {accuracy:>9} {drop:>7}{flag}")
+            if v.edgetpu_check:
+                lines.append(f"          Edge TPU check: {v.edgetpu_check['summary']}")
+            if v.edgetpu:
+                lines.append(f"          Edge TPU: {v.edgetpu['message']}")
+        lines.extend(f"note: {note}" for note in self.notes)
+        lines.extend(f"WARNING: {warning}" for warning in self.warnings)
+        return "\n".join(lines)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _model_identity(paths: RunPaths, model) -> Tuple[str, Optional[float], str]:
+    """(backbone, alpha, preprocessing description) from config.yaml, else from the model name."""
+    backbone, alpha, recorded = "", None, False
+    if paths.config.is_file():
+        try:
+            section = load_yaml(str(paths.config)).get("model") or {}
+            backbone, alpha, recorded = str(section.get("backbone") or ""), section.get("alpha"), True
+        except (EdgetlError, AttributeError):
+            pass
+    if not backbone and str(model.name).startswith("edgetl_"):
+        backbone = model.name[len("edgetl_"):]
+    description = ""
+    try:
+        from edgetl.model.registry import get
+
+        spec = get(backbone)
+        # alpha=None in config.yaml means the backbone's default; without config.yaml it is unknown.
+        alpha = spec.resolve_alpha(alpha) if recorded else alpha
+        description = spec.preprocessing.description
+    except EdgetlError:
+        pass
+    return backbone or "model", (float(alpha) if alpha is not None else None), description
+
+
+def _labels(paths: RunPaths, dataset: Optional[DatasetRecord], num_classes: int) -> Tuple[str, ...]:
+    if dataset is not None:
+        labels = tuple(dataset.class_names)
+    elif paths.labels.is_file():
+        labels = tuple(line for line in paths.labels.read_text(encoding="utf-8").splitlines() if line)
+    else:
+        raise RunDirError(f"Run directory '{paths.root}' has neither dataset.json nor labels.txt; re-run edgetl train.")
+    if len(labels) != num_classes:
+        raise RunDirError(
+            f"The model has {num_classes} outputs but the run lists {len(labels)} labels; "
+            f"dataset.json/labels.txt do not belong to this model. Re-run edgetl train."
+        )
+    return labels
+
+
+def _qat_path(paths: RunPaths) -> Path:
+    from edgetl.qat import QAT_MODEL_FILE
+
+    return paths.qat / QAT_MODEL_FILE
+
+
+def _resolve_variants(config: ExportConfig, paths: RunPaths, echo) -> Tuple[str, ...]:
+    qat_path = _qat_path(paths)
+    if config.variants:
+        if "qat-int8" in config.variants and not qat_path.is_file():
+            raise RunDirError(
+                f"Variant 'qat-int8' needs a QAT model, but '{qat_path}' does not exist. "
+                f"Run quantization-aware training first: edgetl qat {paths.root}"
+            )
+        return config.variants
+    if qat_path.is_file():
+        return DEFAULT_VARIANTS + ("qat-int8",)
+    echo(f"No QAT model in {paths.qat}: exporting {', '.join(DEFAULT_VARIANTS)} (run `edgetl qat` for qat-int8).")
+    return DEFAULT_VARIANTS
+
+
+def _verification_images(dataset: Optional[DatasetRecord], size: int, limit: int) -> Tuple[np.ndarray, np.ndarray]:
+    if dataset is None or not dataset.val:
+        return np.zeros((0, size, size, 3), np.uint8), np.zeros(0, np.int64)
+    items = list(dataset.val)[:limit]
+    images, labels = [], []
+    for path, label in items:
+        loaded, skipped = load_images([path], size)
+        if len(loaded):
+            images.append(loaded[0])
+            labels.append(label)
+    if not images:
+        return np.zeros((0, size, size, 3), np.uint8), np.zeros(0, np.int64)
+    return np.stack(images), np.asarray(labels, np.int64)
+
+
+def _drop_warning(variant: str, accuracy: float, reference: float, drop: float, allowed: float, n: int,
+                  num_classes: int) -> str:
+    text = (f"{variant}: TFLite accuracy {accuracy:.1%} is {drop:.1f} pts below the Keras float model "
+            f"({reference:.1%}) on {n} validation images (allowed: {allowed:.1f} pts).")
+    if accuracy <= 1.0 / num_classes + 0.05 < reference:
+        text += " The model collapsed to chance level."
+    if variant == "int8":
+        text += (" Calibrate on more, training-like images (--calibration-images, --calibration-dir) "
+                 "or export qat-int8 after `edgetl qat`.")
+    elif variant == "qat-int8":
+        text += " Run `edgetl qat` for more epochs or with a lower learning rate."
+    return text
+
+
+def export_run(
+    run_dir: Union[str, Path],
+    config: Optional[ExportConfig] = None,
+    echo: Callable[[str], None] = logger.info,
+    progress: bool = True,
+) -> ExportResult:
+    """Exports a trained run to TFLite: one verified ``.tflite`` per variant, labels and a manifest.
+
+    Every file embeds its model card (labels, input contract, preprocessing,
+    backbone, edgetl version), readable on a device without TensorFlow via
+    ``edgetl.model_card.read_card``. The input of every variant is RGB pixels
+    in [0, 255] (float32, or uint8/int8 per ``io_type`` with the card's
+    quantization); the backbone's normalisation is inside the model. Each file
+    is written atomically, then reloaded with the LiteRT interpreter and run
+    on validation images; a variant losing more than ``max_accuracy_drop``
+    points against the Keras float model is flagged with a warning.
+
+    Args:
+      run_dir: a run directory with ``model.keras`` (and ``dataset.json``).
+      config: variants, io type, calibration and verification options.
+      echo: receives progress and warning lines.
+      progress: show a progress bar.
+
+    Returns:
+      An ExportResult with one VariantResult per file.
+
+    Raises:
+      RunDirError: no trained model, no QAT model for qat-int8, missing labels.
+      ExportError: no calibration images for int8, or a conversion failed.
+      ConfigError: an unknown variant name (when ``config`` was built without validation).
+
+    Example:
+      >>> result = export_run("runs/flowers", ExportConfig(variants=("fp32", "int8")))
+      >>> print(result.summary())
+    """
+    from edgetl.model.head import load_model
+
+    config = config or ExportConfig()
+    started = time.perf_counter()
+    paths = RunPaths.of(run_dir)
+    paths.require_model()
+    variants = [get_variant(name) for name in _resolve_variants(config, paths, echo)]
+    dataset = paths.load_dataset() if paths.dataset.is_file() else None
+    model = load_model(paths.model)
+    size = int(model.input_shape[1])
+    num_classes = int(model.output_shape[-1])
+    labels = _labels(paths, dataset, num_classes)
+    backbone, alpha, preprocessing = _model_identity(paths, model)
+    out_dir = Path(config.out_dir) if config.out_dir else paths.export
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"{backbone}" + (f"_{alpha:g}" if alpha is not None else "") + f"_{size}"
+    notes: List[str] = []
+    warnings: List[str] = []
+
+    representative = None
+    if any(v.needs_calibration or v.needs_qat for v in variants):
+        representative = representative_images(dataset, size, config.calibration_images, config.calibration_dir, config.seed)
+        echo(f"Calibration: {len(representative)} images.")
+    qat_model = None
+    if any(v.needs_qat for v in variants):
+        from edgetl.qat import load_qat_model
+
+        qat_model = load_qat_model(_qat_path(paths))
+        if _qat_path(paths).stat().st_mtime < paths.model.stat().st_mtime:
+            warnings.append(f"{_qat_path(paths)} is older than {paths.model.name}: qat-int8 comes from an earlier "
+                            f"training. Re-run `edgetl qat {paths.root}` to match the current model.")
+
+    from edgetl.qat import prepare_for_quantization
+
+    try:
+        export_model, rewrites = prepare_for_quantization(model)
+        notes.extend(f"graph rewrite: {note}" for note in rewrites)
+    except ExportError as e:
+        export_model = model
+        notes.append(f"exporting the model as trained; graph rewrite skipped ({e})")
+
+    val_images, val_labels = (_verification_images(dataset, size, config.verify_images) if config.verify
+                              else (np.zeros((0, size, size, 3), np.uint8), np.zeros(0, np.int64)))
+    keras_predictions = predict_keras(model, val_images) if len(val_images) else None
+    keras_accuracy = float(np.mean(keras_predictions == val_labels)) if keras_predictions is not None else None
+    if config.verify and not len(val_images):
+        warnings.append("No validation images in dataset.json: exported files were not verified.")
+
+    write_text(out_dir / LABELS_FILE, labels_text(list(labels)))
+    results: List[VariantResult] = []
+    manifest_path = out_dir / MANIFEST_FILE
+
+    def write_manifest() -> None:
+        write_json(manifest_path, {
+            "edgetl_version": __version__,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "run_dir": str(paths.root),
+            "backbone": backbone,
+            "alpha": alpha,
+            "input_size": size,
+            "labels_file": LABELS_FILE,
+            "labels": list(labels),
+            "keras_float_accuracy": keras_accuracy,
+            "val_images": int(len(val_images)),
+            "calibration_images": int(len(representative)) if representative is not None else 0,
+            "io_type": config.io_type,
+            "max_accuracy_drop_pts": config.max_accuracy_drop,
+            "models": [r.to_dict() for r in results],
+        })
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(variants), desc="export", unit="variant", leave=False)
+
+    def finish(name: str, data: bytes, seconds: float) -> None:
+        variant = get_variant(name)
+        input_spec, output_spec = tensor_specs(data)
+        card = ModelCard(
+            labels=labels, input=input_spec, output=output_spec, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
+            backbone=backbone, alpha=alpha, variant=name,
+            preprocessing=(f"input is RGB pixels in [0, 255]; in-model: {preprocessing}" if preprocessing
+                           else "input is RGB pixels in [0, 255]; normalisation is inside the model"),
+            edgetl_version=__version__,
+            extra={"run": paths.root.name, "io_type": variant.io_dtype(config.io_type),
+                   "calibration_images": int(len(representative)) if variant.integer_io and representative is not None else 0},
+        )
+        path = out_dir / f"{stem}_{variant.suffix}.tflite"
+        write_bytes(path, embed_card(data, card))
+        write_text(path.with_suffix(".json"), card.to_json() + "\n")
+        result = VariantResult(variant=name, path=str(path), size_bytes=path.stat().st_size, sha256=_sha256(path),
+                               input=input_spec, output=output_spec, conversion_seconds=round(seconds, 2))
+        if len(val_images):
+            predictions = predict_tflite(path, val_images)
+            result.accuracy = float(np.mean(predictions == val_labels))
+            result.agreement = float(np.mean(predictions == keras_predictions))
+            result.accuracy_drop_pts = round((keras_accuracy - result.accuracy) * 100, 2)
+            if result.accuracy_drop_pts > config.max_accuracy_drop:
+                result.flagged = True
+                result.warning = _drop_warning(name, result.accuracy, keras_accuracy, result.accuracy_drop_pts,
+                                               config.max_accuracy_drop, len(val_images), num_classes)
+                warnings.append(result.warning)
+                echo(f"WARNING: {result.warning}")
+        if variant.edgetpu_compilable:
+            from edgetl.export.edgetpu import check_edgetpu_rules
+
+            check = check_edgetpu_rules(path.read_bytes())
+            result.edgetpu_check = {**dataclasses.asdict(check), "summary": check.summary()}
+        results.append(result)
+        write_manifest()
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix_str(f"{name} {result.size_bytes / 1024:.0f} KB")
+        accuracy = f", accuracy {result.accuracy:.2%}" if result.accuracy is not None else ""
+        echo(f"  {path.name}: {result.size_bytes / 1024:.0f} KB{accuracy}")
+
+    timings: Dict[str, float] = {}
+    try:
+        convert_variants(export_model, [v.name for v in variants], size, representative, qat_model,
+                         config.io_type, on_done=finish, timings=timings)
+    finally:
+        if bar is not None:
+            bar.close()
+    if config.edgetpu:
+        _compile_for_edgetpu(results, out_dir, notes, warnings, echo)
+        write_manifest()
+    return ExportResult(
+        out_dir=str(out_dir), variants=results, keras_float_accuracy=keras_accuracy, val_images=int(len(val_images)),
+        calibration_images=int(len(representative)) if representative is not None else 0,
+        manifest_path=str(manifest_path), labels_path=str(out_dir / LABELS_FILE),
+        trace_seconds=round(timings.get("trace", 0.0), 2), seconds=round(time.perf_counter() - started, 2),
+        warnings=warnings, notes=notes,
+    )
+
+
+def _compile_for_edgetpu(results: List[VariantResult], out_dir: Path, notes: List[str], warnings: List[str], echo) -> None:
+    from edgetl.export.edgetpu import INSTALL_HINT, compile_edgetpu, find_compiler
+
+    candidates = [r for r in results if get_variant(r.variant).edgetpu_compilable]
+    if not candidates:
+        notes.append("--edgetpu: no int8 or qat-int8 variant was exported, nothing to compile.")
+        return
+    if not find_compiler():
+        notes.append(INSTALL_HINT)
+        echo(INSTALL_HINT)
+        return
+    for result in candidates:
+        if result.edgetpu_check and not result.edgetpu_check["ok"]:
+            warnings.append(f"{result.variant}: not compiled for the Edge TPU: {result.edgetpu_check['summary']}")
+            continue
+        compiled = compile_edgetpu(result.path, str(out_dir))
+        result.edgetpu = compiled.to_dict()
+        if compiled.path is None:
+            warnings.append(f"{result.variant}: {compiled.message}")
+        else:
+            path = Path(compiled.path)
+            result.edgetpu.update(size_bytes=path.stat().st_size, sha256=_sha256(path), name=path.name)
+        echo(f"  Edge TPU: {compiled.message}")
+
+
+__all__ = ["ExportResult", "TracedModel", "VariantResult", "convert_variants", "export_run", "predict_keras",
+           "predict_tflite", "tensor_specs"]

@@ -1,0 +1,375 @@
+"""TFLite export: all five variants, model card, manifest, verification, Edge TPU path, bad input.
+
+The full variant matrix runs once (module fixture) on a small trained MobileNetV2
+alpha 0.35 at 32 px; the other tests read what it wrote.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+pytest.importorskip("ai_edge_litert")
+pytestmark = pytest.mark.tf
+
+from click.testing import CliRunner  # noqa: E402
+
+from edgetl import cli  # noqa: E402
+from edgetl.config import ExportConfig, ModelConfig, QATConfig, dump_yaml  # noqa: E402
+from edgetl.errors import ConfigError, ExportError, RunDirError  # noqa: E402
+from edgetl.export import edgetpu  # noqa: E402
+from edgetl.export.variants import VARIANTS, parse_variants  # noqa: E402
+from edgetl.images import load_image  # noqa: E402
+from edgetl.model_card import labels_text, read_card  # noqa: E402
+from edgetl.run_dir import DatasetRecord, RunPaths  # noqa: E402
+from tests.conftest import make_image_folder  # noqa: E402
+
+SIZE = 32
+ALL = ("fp32", "fp16", "dynamic", "int8", "qat-int8")
+
+
+def make_run(root: Path, backbone: str = "mobilenet_v2", alpha=0.35, size: int = SIZE, classes=None,
+             per_class: int = 6, train: bool = True) -> RunPaths:
+    """A run directory like `edgetl train` writes: model.keras, dataset.json, labels.txt, config.yaml.
+
+    Training unfreezes everything with BatchNorm momentum 0, so the moving statistics are
+    those of the data and the randomly initialised network separates the colour classes.
+    """
+    from edgetl.model.head import build_classifier
+    from edgetl.model.keras import keras
+
+    data = make_image_folder(root / "image data", per_class=per_class, size=40, classes=classes)
+    names = sorted(p.name for p in data.iterdir())
+    train_items, val_items = [], []
+    for label, name in enumerate(names):
+        files = sorted((data / name).iterdir())
+        cut = max(1, len(files) * 2 // 3)
+        train_items += [(str(f), label) for f in files[:cut]]
+        val_items += [(str(f), label) for f in files[cut:]]
+    config = ModelConfig(backbone, alpha=alpha, size=size, weights="none")
+    keras.utils.set_random_seed(0)
+    model = build_classifier(config, len(names))
+    if train:
+        x = np.stack([load_image(p, size) for p, _ in train_items]).astype(np.float32)
+        y = np.array([label for _, label in train_items])
+        model.trainable = True
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = 0.0
+        model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+        model.fit(x, y, epochs=12, batch_size=len(x), verbose=0)
+        model(x, training=True)
+    paths = RunPaths.of(root / "run")
+    paths.root.mkdir(parents=True, exist_ok=True)
+    model.save(paths.model)
+    record = DatasetRecord(tuple(names), size, tuple(train_items), tuple(val_items))
+    paths.dataset.write_text(json.dumps(record.to_dict()))
+    paths.labels.write_text(labels_text(names))
+    paths.config.write_text(dump_yaml({"model": config}))
+    return paths
+
+
+FAKE_COMPILER = '''#!{python}
+"""Stand-in for edgetpu_compiler: same CLI, output layout and summary format; drops TFLite metadata."""
+import sys, pathlib
+import flatbuffers
+from ai_edge_litert import schema_py_generated as schema
+args = sys.argv[1:]
+out = pathlib.Path(args[args.index("-o") + 1]); source = pathlib.Path(args[-1])
+model = schema.ModelT.InitFromPackedBuf(bytearray(source.read_bytes()), 0)
+model.metadata = []
+builder = flatbuffers.Builder(1024)
+builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+stem = source.stem + "_edgetpu"
+(out / (stem + ".tflite")).write_bytes(bytes(builder.Output()))
+(out / (stem + ".log")).write_text("Operator Count Status\\nCONV_2D 35 Mapped to Edge TPU\\n")
+print("Edge TPU Compiler version 16.0.384591198")
+print("Model compiled successfully in 321 ms.")
+print("Number of Edge TPU subgraphs: 1")
+print("Total number of operations: 66")
+print()
+print("Operator                       Count      Status")
+print()
+print("ADD                            10         Mapped to Edge TPU")
+print("CONV_2D                        35         Mapped to Edge TPU")
+print("DEPTHWISE_CONV_2D              17         Mapped to Edge TPU")
+print("QUANTIZE                       2          Mapped to Edge TPU")
+print("MEAN                           1          Operation is otherwise supported, but not mapped due to some unspecified limitation")
+print("FULLY_CONNECTED                1          More than one subgraph is not supported")
+'''
+
+
+def install_fake_compiler(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "edgetpu_compiler"
+    path.write_text(FAKE_COMPILER.format(python=sys.executable))
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return path
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """One run, QAT for 2 steps, then all five variants exported with --edgetpu (fake compiler on PATH)."""
+    from edgetl.export.tflite import export_run
+    from edgetl.qat import quantize_aware_finetune
+
+    root = tmp_path_factory.mktemp("export run")
+    paths = make_run(root)
+    quantize_aware_finetune(paths.root, QATConfig(epochs=1, steps_per_epoch=2, batch_size=6, augment=False), progress=False)
+    compiler_dir = install_fake_compiler(root / "bin").parent
+    old_path = os.environ["PATH"]
+    os.environ["PATH"] = f"{compiler_dir}{os.pathsep}{old_path}"
+    try:
+        result = export_run(paths.root, ExportConfig(variants=ALL, edgetpu=True, calibration_images=12), progress=False)
+    finally:
+        os.environ["PATH"] = old_path
+    return paths, result
+
+
+def _interpreter(path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def test_every_variant_is_written_and_loads_with_the_right_contract(exported):
+    paths, result = exported
+    assert [v.variant for v in result.variants] == list(ALL)
+    for variant in result.variants:
+        interpreter = _interpreter(variant.path)
+        (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+        expected = "uint8" if VARIANTS[variant.variant].integer_io else "float32"
+        assert np.dtype(inp["dtype"]).name == expected == np.dtype(out["dtype"]).name
+        assert list(inp["shape"]) == [1, SIZE, SIZE, 3] and list(inp["shape_signature"]) == [1, SIZE, SIZE, 3]
+        assert list(out["shape"]) == [1, 3]
+        assert variant.accuracy is not None and 0.0 <= variant.accuracy <= 1.0
+    # QAT fixes the input range to raw pixels: uint8 input is the pixel value itself.
+    assert result.get("qat-int8").input.scale == pytest.approx(1.0) and result.get("qat-int8").input.zero_point == 0
+    sizes = {v.variant: v.size_bytes for v in result.variants}
+    assert sizes["fp16"] < 0.6 * sizes["fp32"] and sizes["int8"] < 0.45 * sizes["fp32"]
+
+
+def test_fp32_file_matches_the_keras_model(exported):
+    from edgetl.export.tflite import _verification_images
+    from edgetl.model.head import load_model
+
+    paths, result = exported
+    model = load_model(paths.model)
+    images, _ = _verification_images(paths.load_dataset(), SIZE, 100)
+    interpreter = _interpreter(result.get("fp32").path)
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    for image in images:
+        interpreter.set_tensor(inp["index"], image[None].astype(np.float32))
+        interpreter.invoke()
+        expected = model(image[None].astype(np.float32), training=False).numpy()
+        np.testing.assert_allclose(interpreter.get_tensor(out["index"]), expected, atol=1e-4)
+    assert result.get("fp32").agreement == 1.0
+
+
+def test_manifest_labels_and_sidecars(exported):
+    paths, result = exported
+    export_dir = paths.export
+    manifest = json.loads((export_dir / "manifest.json").read_text())
+    assert (export_dir / "labels.txt").read_text() == "blue\ngreen\nred\n"
+    assert manifest["labels"] == ["blue", "green", "red"] and manifest["backbone"] == "mobilenet_v2"
+    assert [m["variant"] for m in manifest["models"]] == list(ALL)
+    for entry in manifest["models"]:
+        file = export_dir / entry["name"]
+        assert entry["size_bytes"] == file.stat().st_size
+        assert entry["sha256"] == hashlib.sha256(file.read_bytes()).hexdigest()
+        assert json.loads(file.with_suffix(".json").read_text())["variant"] == entry["variant"]
+    assert manifest["keras_float_accuracy"] == result.keras_float_accuracy
+    leftovers = [p.name for p in export_dir.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
+    assert not leftovers
+
+
+def test_model_card_round_trips_without_tensorflow(exported):
+    """The device-side reader, in a fresh interpreter where importing TensorFlow raises."""
+    paths, result = exported
+    files = {v.variant: v.path for v in result.variants}
+    code = textwrap.dedent(f"""
+        import json, sys
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.split('.')[0] in ('tensorflow', 'tf_keras', 'keras', 'tensorflow_model_optimization'):
+                    raise ImportError('blocked: ' + name)
+        sys.meta_path.insert(0, Block())
+        from edgetl.model_card import read_card
+        out = {{}}
+        for variant, path in {files!r}.items():
+            card = read_card(open(path, 'rb').read())
+            out[variant] = [list(card.labels), card.input.dtype, list(card.input.shape), card.input.scale,
+                            card.input.zero_point, card.backbone, card.alpha, card.variant, card.edgetl_version,
+                            list(card.mean), list(card.std), card.preprocessing]
+        print(json.dumps(out))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    cards = json.loads(done.stdout)
+    from edgetl import __version__
+
+    for variant in ALL:
+        labels, dtype, shape, scale, zero_point, backbone, alpha, name, version, mean, std, preprocessing = cards[variant]
+        spec = result.get(variant).input
+        assert labels == ["blue", "green", "red"] and shape == [1, SIZE, SIZE, 3]
+        assert (dtype, scale, zero_point) == (spec.dtype, pytest.approx(spec.scale), spec.zero_point)
+        assert (backbone, alpha, name, version) == ("mobilenet_v2", 0.35, variant, __version__)
+        assert mean == [0.0, 0.0, 0.0] and std == [1.0, 1.0, 1.0] and "[0, 255]" in preprocessing
+
+
+def test_edgetpu_check_and_compile_with_card_re_embedded(exported):
+    paths, result = exported
+    for variant in result.variants:
+        if variant.variant in ("int8", "qat-int8"):
+            assert variant.edgetpu_check["ok"], variant.edgetpu_check
+            compiled = variant.edgetpu
+            assert compiled["tpu_ops"] == 64 and compiled["cpu_ops"] == 2 and compiled["subgraphs"] == 1
+            edgetpu_file = Path(compiled["path"])
+            assert edgetpu_file.name == Path(variant.path).stem + "_edgetpu.tflite"
+            card = read_card(edgetpu_file.read_bytes())  # the fake compiler dropped it; edgetl put it back
+            assert card is not None and card.variant == f"{variant.variant}-edgetpu"
+            assert Path(compiled["log_path"]).is_file()
+        else:
+            assert variant.edgetpu is None and variant.edgetpu_check is None
+    fp32 = edgetpu.check_edgetpu_rules(Path(result.get("fp32").path).read_bytes())
+    assert not fp32.ok and "float tensors" in fp32.summary()
+
+
+def test_compiler_absent_is_one_line_with_how_to_get_it(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert edgetpu.find_compiler() is None
+    with pytest.raises(ExportError) as error:
+        edgetpu.compile_edgetpu(str(tmp_path / "m.tflite"))
+    message = str(error.value)
+    assert "\n" not in message and "not on PATH" in message and "coral.ai" in message
+
+
+def test_parse_compiler_output_counts_tpu_and_cpu_ops():
+    output = "\n".join([
+        "Edge TPU Compiler version 16.0.384591198",
+        "Number of Edge TPU subgraphs: 1",
+        "Operator                       Count      Status",
+        "",
+        "CONV_2D                        35         Mapped to Edge TPU",
+        "HARD_SWISH                     12         Operation not supported",
+    ])
+    rows, subgraphs, version = edgetpu.parse_compiler_output(output)
+    assert rows == (("CONV_2D", 35, "Mapped to Edge TPU"), ("HARD_SWISH", 12, "Operation not supported"))
+    assert subgraphs == 1 and version.endswith("384591198")
+
+
+def test_collapsed_int8_is_flagged_with_the_numbers(exported, tmp_path):
+    """Calibrating on black images wrecks the int8 ranges: the export says so with both accuracies."""
+    from edgetl.export.tflite import export_run
+
+    paths, _ = exported
+    black = tmp_path / "black" / "x"
+    black.mkdir(parents=True)
+    from PIL import Image
+
+    for index in range(3):
+        Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(black / f"{index}.png")
+    result = export_run(paths.root, ExportConfig(variants=("int8",), calibration_dir=str(black.parent),
+                                                 out_dir=str(tmp_path / "out")), progress=False)
+    int8 = result.get("int8")
+    assert int8.flagged and result.warnings == [int8.warning]
+    assert f"{int8.accuracy:.1%}" in int8.warning and f"{result.keras_float_accuracy:.1%}" in int8.warning
+    assert "pts below the Keras float model" in int8.warning and "--calibration" in int8.warning
+
+
+def test_interrupted_export_leaves_no_partial_file(exported, tmp_path, monkeypatch):
+    from edgetl.export import tflite
+
+    paths, _ = exported
+    original = tflite.TracedModel.convert
+    calls = []
+
+    def interrupt_second(self, variant, *args, **kwargs):
+        calls.append(variant.name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(self, variant, *args, **kwargs)
+
+    monkeypatch.setattr(tflite.TracedModel, "convert", interrupt_second)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        tflite.export_run(paths.root, ExportConfig(variants=("fp32", "dynamic"), out_dir=str(out), verify=False),
+                          progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["labels.txt", "manifest.json", "mobilenet_v2_0.35_32_fp32.json",
+                                                     "mobilenet_v2_0.35_32_fp32.tflite"]
+    assert [m["variant"] for m in json.loads((out / "manifest.json").read_text())["models"]] == ["fp32"]
+
+    # A crash while the bytes are being written leaves nothing under the final name either.
+    monkeypatch.setattr(tflite.TracedModel, "convert", original)
+    monkeypatch.setattr("edgetl._atomic.os.fsync", lambda fd: (_ for _ in ()).throw(KeyboardInterrupt()))
+    out2 = tmp_path / "out2"
+    with pytest.raises(KeyboardInterrupt):
+        tflite.export_run(paths.root, ExportConfig(variants=("fp32",), out_dir=str(out2), verify=False), progress=False)
+    assert not list(out2.glob("*.tflite")) and not [p for p in out2.iterdir() if p.name.startswith(".")]
+
+
+def test_bad_input_errors(tmp_path):
+    from edgetl.export.tflite import export_run
+
+    with pytest.raises(RunDirError, match="no trained model"):
+        (tmp_path / "empty").mkdir()
+        export_run(tmp_path / "empty", ExportConfig(variants=("fp32",)))
+    with pytest.raises(ConfigError, match="Unknown export variant 'int16'. Did you mean 'int8'"):
+        parse_variants("fp32,int16")
+    paths = make_run(tmp_path / "untrained", train=False, per_class=2)
+    with pytest.raises(RunDirError, match="edgetl qat"):
+        export_run(paths.root, ExportConfig(variants=("qat-int8",)))
+    record = paths.load_dataset()
+    paths.dataset.write_text(json.dumps(DatasetRecord(record.class_names, SIZE, (), record.val).to_dict()))
+    with pytest.raises(ExportError, match="int8 export needs calibration images.*--calibration-dir"):
+        export_run(paths.root, ExportConfig(variants=("fp32", "int8")), progress=False)
+    assert not list(paths.export.glob("*.tflite"))  # calibration is checked before anything is written
+
+
+def test_cli_builds_configs_and_reports_bad_variants(monkeypatch, tmp_path):
+    seen = {}
+
+    class Result:
+        def summary(self):
+            return "summary line"
+
+    def fake_export(run_dir, config, echo):
+        seen["export"] = (run_dir, config)
+        return Result()
+
+    def fake_qat(run_dir, config, echo):
+        seen["qat"] = (run_dir, config)
+        return Result()
+
+    monkeypatch.setattr("edgetl.export.tflite.export_run", fake_export)
+    monkeypatch.setattr("edgetl.qat.quantize_aware_finetune", fake_qat)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.keras").write_bytes(b"x")
+    runner = CliRunner()
+    done = runner.invoke(cli.main, ["export", str(run), "--variants", "int8,qat_int8", "--io-type", "int8",
+                                    "--calibration-images", "50", "--edgetpu", "--max-drop", "1.5"])
+    assert done.exit_code == 0, done.output
+    assert seen["export"][1] == ExportConfig(variants=("int8", "qat-int8"), io_type="int8", calibration_images=50,
+                                             edgetpu=True, max_accuracy_drop=1.5)
+    done = runner.invoke(cli.main, ["qat", str(run), "--epochs", "2", "--lr", "2e-5", "--no-augment"])
+    assert done.exit_code == 0, done.output
+    assert seen["qat"][1] == QATConfig(epochs=2, learning_rate=2e-5, augment=False)
+    done = runner.invoke(cli.main, ["export", str(run), "--variants", "fp23"])
+    assert done.exit_code == 1 and "Did you mean 'fp32'" in done.output
+    done = runner.invoke(cli.main, ["export", str(tmp_path / "nothing")])
+    assert done.exit_code == 1 and "does not exist" in done.output
+    assert "Example" in runner.invoke(cli.main, ["export", "--help"]).output
+    assert "Example" in runner.invoke(cli.main, ["qat", "--help"]).output
