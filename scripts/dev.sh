@@ -24,6 +24,11 @@ case "${1:-}" in
     demo)
         setup
         shift
+        # In this repository's workspace the offline ImageNet weights sit in ../shared; a user's
+        # clone has none and the quickstart says it runs from random init.
+        if [ -z "${EDGETL_WEIGHTS_DIR:-}" ] && [ -d ../shared/assets/keras/models ]; then
+            export EDGETL_WEIGHTS_DIR="$PWD/../shared/assets/keras/models"
+        fi
         edgetl quickstart "$@"
         ;;
     test)
