@@ -296,19 +296,30 @@ def bench(models, threads, delegates, delegate_option, runtime, runs, min_second
         raise RemoteError(" | ".join(failures.values()))
 
 
+def _inference_options(func):
+    """The labels, preprocessing and interpreter options `eval` and `predict` share."""
+    options = [
+        click.option("--labels", "labels_file", type=click.Path(dir_okay=False), default=None,
+                     help="Labels file (one per line, output order); default: the model card's labels."),
+        click.option("--mean", default=None, metavar="M|R,G,B", help="Override the per-channel mean (third-party float models)."),
+        click.option("--std", default=None, metavar="S|R,G,B", help="Override the per-channel std, e.g. 127.5 for [-1, 1] inputs."),
+        click.option("--delegate", default="xnnpack", show_default=True, help=_DELEGATE_HELP),
+        click.option("--delegate-option", multiple=True, metavar="KEY=VALUE",
+                     help="Option for an Edge TPU / external delegate (repeatable)."),
+        click.option("--threads", type=int, default=None, help="Interpreter threads. Default: the runtime's."),
+        click.option("--runtime", type=click.Choice(_RUNTIME_NAMES), default="auto", show_default=True, help=_RUNTIME_HELP),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 @main.command("eval")
 @click.argument("model")
 @click.argument("data")
 @click.option("--top-k", type=int, default=5, show_default=True, help="k of the top-k accuracy.")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Images per invoke when the model's batch is dynamic.")
-@click.option("--labels", "labels_file", type=click.Path(dir_okay=False), default=None,
-              help="Labels file (one per line, output order); default: the model card's labels.")
-@click.option("--mean", default=None, metavar="M|R,G,B", help="Override the per-channel mean (third-party float models).")
-@click.option("--std", default=None, metavar="S|R,G,B", help="Override the per-channel std, e.g. 127.5 for [-1, 1] inputs.")
-@click.option("--delegate", default="xnnpack", show_default=True, help=_DELEGATE_HELP)
-@click.option("--delegate-option", multiple=True, metavar="KEY=VALUE", help="Option for an Edge TPU / external delegate (repeatable).")
-@click.option("--threads", type=int, default=None, help="Interpreter threads. Default: the runtime's.")
-@click.option("--runtime", type=click.Choice(_RUNTIME_NAMES), default="auto", show_default=True, help=_RUNTIME_HELP)
+@_inference_options
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Also write what is printed to this file.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
@@ -344,14 +355,7 @@ def eval_command(model, data, top_k, batch_size, labels_file, mean, std, delegat
 @click.argument("model")
 @click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
 @click.option("-k", "--top-k", type=int, default=5, show_default=True, help="Classes to show per image.")
-@click.option("--labels", "labels_file", type=click.Path(dir_okay=False), default=None,
-              help="Labels file (one per line, output order); default: the model card's labels.")
-@click.option("--mean", default=None, metavar="M|R,G,B", help="Override the per-channel mean (third-party float models).")
-@click.option("--std", default=None, metavar="S|R,G,B", help="Override the per-channel std, e.g. 127.5 for [-1, 1] inputs.")
-@click.option("--delegate", default="xnnpack", show_default=True, help=_DELEGATE_HELP)
-@click.option("--delegate-option", multiple=True, metavar="KEY=VALUE", help="Option for an Edge TPU / external delegate (repeatable).")
-@click.option("--threads", type=int, default=None, help="Interpreter threads. Default: the runtime's.")
-@click.option("--runtime", type=click.Choice(_RUNTIME_NAMES), default="auto", show_default=True, help=_RUNTIME_HELP)
+@_inference_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @handle_errors
 def predict(model, images, top_k, labels_file, mean, std, delegate, delegate_option, threads, runtime, as_json):
