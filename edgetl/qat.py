@@ -848,7 +848,7 @@ class _TqdmCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=self.total, desc="QAT", unit="step", leave=False)
+        self.bar = tqdm(total=self.total, desc="QAT", unit="step", leave=False, disable=None)
 
     def on_train_batch_end(self, batch, logs=None):
         if self.bar is not None:

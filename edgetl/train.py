@@ -14,6 +14,7 @@ import csv
 import dataclasses
 import json
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -309,7 +310,9 @@ def train(
     write_text(paths.config, dump_yaml({**sections, "edgetl_version": __version__}))
     record = DatasetRecord(
         tuple(splits.class_names), resolved.size,
-        tuple(zip(splits.train.paths, splits.train.labels)), tuple(zip(splits.val.paths, splits.val.labels)),
+        # Absolute paths: qat and export read this file from any working directory.
+        tuple(zip(map(os.path.abspath, splits.train.paths), splits.train.labels)),
+        tuple(zip(map(os.path.abspath, splits.val.paths), splits.val.labels)),
     )
     write_json(paths.dataset, {**record.to_dict(), "skipped": [dataclasses.asdict(s) for s in _all_skipped(splits)]})
     write_text(paths.labels, labels_text(list(splits.class_names)))

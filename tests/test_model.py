@@ -106,3 +106,20 @@ def test_imagenet_from_keras_cache_under_home(keras_home, monkeypatch):
     from_dir = head.build_classifier(ModelConfig("mobilenet_v2", alpha=0.35, size=64, weights="imagenet",
                                                  weights_dir=str(KERAS_WEIGHTS)), 2)
     np.testing.assert_array_equal(_first_conv_kernel(model), _first_conv_kernel(from_dir))
+
+
+def test_local_imagenet_file_keeps_keras_imagenet_only_layers(tmp_path, monkeypatch):
+    # EfficientNet adds an ImageNet std scaling layer only for weights='imagenet'; a local copy of
+    # the ImageNet file must build the same graph, not the one for custom weights.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    source = keras.applications.EfficientNetB0(include_top=False, weights=None, input_shape=(32, 32, 3))
+    weights_dir = tmp_path / "weights"
+    weights_dir.mkdir()
+    source.save_weights(str(weights_dir / "efficientnetb0_notop.h5"))
+    resolved = head.resolve(ModelConfig("efficientnet_b0", size=32, weights="imagenet", weights_dir=str(weights_dir)))
+    assert resolved.imagenet and resolved.weights.endswith("efficientnetb0_notop.h5")
+    from_dir = head.build_classifier(ModelConfig("efficientnet_b0", size=32, weights="imagenet", weights_dir=str(weights_dir)), 2)
+    by_path = head.build_classifier(ModelConfig("efficientnet_b0", size=32, weights=str(weights_dir / "efficientnetb0_notop.h5")), 2)
+    random = head.build_classifier(ModelConfig("efficientnet_b0", size=32, weights="none"), 2)
+    layer_counts = [len(m.layers) for m in (from_dir, by_path, random)]
+    assert layer_counts[0] == layer_counts[1] == layer_counts[2] + 1  # the ImageNet-only input multiply

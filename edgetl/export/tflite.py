@@ -583,7 +583,7 @@ def export_run(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(variants), desc="export", unit="variant", leave=False)
+        bar = tqdm(total=len(variants), desc="export", unit="variant", leave=False, disable=None)
 
     def finish(name: str, data: bytes, seconds: float) -> None:
         variant = get_variant(name)

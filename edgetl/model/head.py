@@ -7,6 +7,7 @@ model nested inside another.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -37,13 +38,16 @@ class ResolvedModel:
       spec: the backbone's registry entry.
       alpha: width multiplier built (None when the backbone has none).
       size: square input side.
-      weights: what Keras was given: None, 'imagenet' or a file path.
+      weights: None, 'imagenet' (Keras downloads) or a file path.
+      imagenet: the weights are Keras' ImageNet release (some builders add
+        ImageNet-only layers, e.g. EfficientNet's input std scaling).
     """
 
     spec: registry.BackboneSpec
     alpha: Optional[float]
     size: int
     weights: Optional[str]
+    imagenet: bool = False
 
 
 def resolve(config: ModelConfig) -> ResolvedModel:
@@ -72,20 +76,43 @@ def resolve(config: ModelConfig) -> ResolvedModel:
             for file_name in names:
                 candidate = Path(folder).expanduser() / file_name
                 if candidate.is_file():
-                    return ResolvedModel(spec, alpha, size, str(candidate))
+                    return ResolvedModel(spec, alpha, size, str(candidate), imagenet=True)
         if config.weights_dir:
             raise WeightsError(
                 f"ImageNet weights file '{next(iter(names))}' for {spec.name} (alpha={alpha}) is not in "
                 f"--weights-dir '{config.weights_dir}'. Copy it there from an online machine's ~/.keras/models."
             )
-        return ResolvedModel(spec, alpha, size, "imagenet")
+        return ResolvedModel(spec, alpha, size, "imagenet", imagenet=True)
     path = Path(weights).expanduser()
     if not path.is_file():
         raise WeightsError(
             f"`weights`='{weights}' is neither 'imagenet', 'none' nor an existing file. "
             f"Pass a no-top .h5 weights file for {spec.name}, or --weights imagenet / none."
         )
-    return ResolvedModel(spec, alpha, size, str(path))
+    # A file under Keras' own ImageNet name is that release, wherever it was copied to.
+    is_imagenet = spec.has_imagenet(alpha) and path.name in {spec.weights_file(alpha, size), spec.weights_file(alpha, spec.default_size)}
+    return ResolvedModel(spec, alpha, size, str(path), imagenet=is_imagenet)
+
+
+@contextlib.contextmanager
+def _keras_imagenet_from(path: Optional[str]):
+    """Makes Keras' ImageNet download resolve to a local file while a backbone is built.
+
+    Passing weights='imagenet' (rather than the file path) keeps every layer
+    Keras adds only for its ImageNet weights, such as EfficientNet's input
+    std scaling; the local file stands in for the download.
+    """
+    if path is None or path == "imagenet":
+        yield
+        return
+    from tf_keras.src.utils import data_utils
+
+    original = data_utils.get_file
+    data_utils.get_file = lambda *args, **kwargs: path
+    try:
+        yield
+    finally:
+        data_utils.get_file = original
 
 
 def _build_backbone(resolved: ResolvedModel, input_tensor):
@@ -94,8 +121,10 @@ def _build_backbone(resolved: ResolvedModel, input_tensor):
     kwargs = dict(spec.builder_kwargs)
     if resolved.alpha is not None:
         kwargs["alpha"] = resolved.alpha
+    keras_weights = "imagenet" if resolved.imagenet else resolved.weights
     try:
-        return builder(include_top=False, weights=resolved.weights, input_tensor=input_tensor, **kwargs)
+        with _keras_imagenet_from(resolved.weights if resolved.imagenet else None):
+            return builder(include_top=False, weights=keras_weights, input_tensor=input_tensor, **kwargs)
     except (ValueError, OSError, KeyError, TypeError) as e:
         if resolved.weights is None:
             raise
