@@ -2,11 +2,12 @@
 
 ``import edgetl`` never imports TensorFlow; the stage functions below are
 resolved on first use (PEP 562), so a device with only a TFLite runtime can
-import the package.
+import the package. They are named apart from the stage modules (``train_model``
+in ``edgetl.train``) because importing a submodule rebinds its name on the package.
 
 Example:
   >>> import edgetl
-  >>> result = edgetl.train(edgetl.DataConfig(path="data/flowers"),
+  >>> result = edgetl.train_model(edgetl.DataConfig(path="data/flowers"),
   ...                       edgetl.ModelConfig("mobilenet_v2", alpha=0.35),
   ...                       edgetl.TrainConfig(epochs=5), out="runs/flowers")
 """
@@ -18,7 +19,7 @@ import importlib
 __version__ = "0.1.0"
 
 _LAZY = {
-    "train": ("edgetl.train", "train"),
+    "train_model": ("edgetl.train", "train"),
     "TrainResult": ("edgetl.train", "TrainResult"),
     "DataConfig": ("edgetl.config", "DataConfig"),
     "ModelConfig": ("edgetl.config", "ModelConfig"),
@@ -29,6 +30,14 @@ _LAZY = {
     "register_backbone": ("edgetl.model.registry", "register"),
     "scan_folder": ("edgetl.data.folder", "scan_folder"),
     "read_card": ("edgetl.model_card", "read_card"),
+    "QATConfig": ("edgetl.config", "QATConfig"),
+    "ExportConfig": ("edgetl.config", "ExportConfig"),
+    "quantize_aware_finetune": ("edgetl.qat", "quantize_aware_finetune"),
+    "export_run": ("edgetl.export.tflite", "export_run"),
+    "evaluate_model": ("edgetl.evaluate", "evaluate"),
+    "benchmark": ("edgetl.bench", "benchmark"),
+    "predict_images": ("edgetl.predict", "predict"),
+    "run_quickstart": ("edgetl.quickstart", "quickstart"),
 }
 
 
