@@ -208,55 +208,37 @@ def convert_variants(
 # ============================================================================
 
 
-def _interpreter_class():
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        try:
-            from tflite_runtime.interpreter import Interpreter
-        except ImportError as e:
-            raise ExportError("Verifying exports needs a TFLite runtime: pip install ai-edge-litert") from e
-    return Interpreter
-
-
-def _tensor_spec(detail: dict) -> TensorSpec:
-    scale, zero_point = detail.get("quantization", (0.0, 0))
+def _tensor_spec(tensor) -> TensorSpec:
     return TensorSpec(
-        shape=tuple(int(d) for d in detail["shape"]),
-        dtype=np.dtype(detail["dtype"]).name,
-        scale=float(scale),
-        zero_point=int(zero_point),
+        shape=tuple(int(d) for d in tensor.shape),
+        dtype=tensor.dtype,
+        scale=float(tensor.scale[0]) if tensor.quantized else 0.0,
+        zero_point=int(tensor.zero_point[0]) if tensor.quantized else 0,
     )
 
 
 def tensor_specs(data: bytes) -> Tuple[TensorSpec, TensorSpec]:
-    """The (input, output) contracts of a ``.tflite`` model, read with the interpreter."""
-    interpreter = _interpreter_class()(model_content=data)
-    return _tensor_spec(interpreter.get_input_details()[0]), _tensor_spec(interpreter.get_output_details()[0])
+    """The (input, output) contracts of a ``.tflite`` model, read from its flatbuffer."""
+    from edgetl.modelfile import parse_model
 
-
-def _to_input(image: np.ndarray, spec: dict) -> np.ndarray:
-    dtype = np.dtype(spec["dtype"])
-    pixels = image[None].astype(np.float32)
-    if dtype == np.float32:
-        return pixels
-    scale, zero_point = spec["quantization"]
-    info = np.iinfo(dtype)
-    return np.clip(np.round(pixels / scale + zero_point), info.min, info.max).astype(dtype)
+    info = parse_model(data, "exported model")
+    return _tensor_spec(info.inputs[0]), _tensor_spec(info.outputs[0])
 
 
 def predict_tflite(path: Union[str, Path], images: np.ndarray) -> np.ndarray:
-    """Top-1 class of each uint8 image (``[N, H, W, 3]``, pixels 0-255) with the LiteRT interpreter."""
-    interpreter = _interpreter_class()(model_path=str(path), num_threads=os.cpu_count() or 1)
-    interpreter.allocate_tensors()
-    input_detail = interpreter.get_input_details()[0]
-    output_detail = interpreter.get_output_details()[0]
+    """Top-1 class of each uint8 image (``[N, H, W, 3]``, pixels 0-255), run as the device side runs it."""
+    from edgetl.runtime.interpreter import load_interpreter
+    from edgetl.runtime.tensors import quantize
+
+    loaded = load_interpreter(path, delegate="xnnpack", threads=os.cpu_count() or 1)
+    spec = loaded.model.inputs[0]
     predictions = np.empty(len(images), dtype=np.int64)
     for index, image in enumerate(images):
-        interpreter.set_tensor(input_detail["index"], _to_input(image, input_detail))
-        interpreter.invoke()
+        pixels = image[None].astype(np.float32)
+        if spec.quantized:
+            pixels = quantize(pixels, spec.scale[0], spec.zero_point[0], spec.dtype)
         # Quantized outputs have a positive scale, so argmax needs no dequantization.
-        predictions[index] = int(np.argmax(interpreter.get_tensor(output_detail["index"])[0]))
+        predictions[index] = int(np.argmax(loaded.run(pixels)[0]))
     return predictions
 
 
