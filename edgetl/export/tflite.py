@@ -10,22 +10,21 @@ most of the ~10 s a conversion takes even for a tiny model; a bare
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime
 import hashlib
 import logging
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from edgetl import __version__
 from edgetl._atomic import write_bytes, write_json, write_text
+from edgetl._native import capture_native_output
 from edgetl.config import ExportConfig, load_yaml
 from edgetl.errors import EdgetlError, ExportError, RunDirError
 from edgetl.export.representative import load_images, representative_dataset, representative_images
@@ -46,28 +45,6 @@ QAT_CALIBRATION_IMAGES = 100
 # ============================================================================
 # Conversion
 # ============================================================================
-
-
-@contextlib.contextmanager
-def _quiet_native_output(log: List[str]) -> Iterator[None]:
-    """Captures what the converter's C++ side prints (pages of MLIR notes) into ``log``."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    with tempfile.TemporaryFile(mode="w+b") as sink:
-        os.dup2(sink.fileno(), 1)
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in saved:
-                os.close(fd)
-            sink.seek(0)
-            log.append(sink.read().decode("utf-8", "replace"))
 
 
 class TracedModel:
@@ -98,8 +75,7 @@ class TracedModel:
         spec = tf.TensorSpec([1, self.size, self.size, 3], tf.float32, name=SERVING_INPUT)
         module.serve = tf.function(lambda image: {SERVING_OUTPUT: model(image, training=False)}, input_signature=[spec])
         self.path = os.path.join(self._tmp.name, "saved_model")
-        log: List[str] = []
-        with _quiet_native_output(log):
+        with capture_native_output((1, 2)):  # pages of MLIR/SavedModel notes
             tf.saved_model.save(module, self.path, signatures={"serving_default": module.serve.get_concrete_function()})
         self.seconds = time.perf_counter() - started
         return self
@@ -134,13 +110,13 @@ class TracedModel:
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             converter.inference_input_type = getattr(tf, io_type)
             converter.inference_output_type = getattr(tf, io_type)
-        log: List[str] = []
+        captured = {"text": ""}
         try:
-            with _quiet_native_output(log):
+            with capture_native_output((1, 2)) as captured:
                 return converter.convert()
         except Exception as e:  # the converter raises ConverterError, ValueError, RuntimeError...
             first = " ".join(str(e).split())[:300]
-            tail = " ".join("".join(log).split())[-300:]
+            tail = " ".join(captured["text"].split())[-300:]
             raise ExportError(
                 f"TFLite conversion to '{variant.name}' failed: {first} {tail}. Expected a model of built-in "
                 f"TFLite ops; re-run with --debug and report it, or export other variants."

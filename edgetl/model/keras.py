@@ -8,6 +8,7 @@ TensorFlow-using edgetl module imports ``tf`` and ``keras`` from here.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import warnings
@@ -21,37 +22,14 @@ if "tensorflow" in sys.modules and os.environ.get("TF_USE_LEGACY_KERAS") != "1":
     )
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 
-import contextlib  # noqa: E402
-
+from edgetl._native import capture_native_output  # noqa: E402
 from edgetl._optional import import_optional  # noqa: E402
 
-
-@contextlib.contextmanager
-def _quiet_native_stderr():
-    """Hides the C++ banner lines TensorFlow prints while loading (oneDNN, CUDA probing).
-
-    They are written by native code before logging is configured, so
-    TF_CPP_MIN_LOG_LEVEL cannot silence them; Python exceptions still surface.
-    Set EDGETL_TF_LOGS=1 to see them.
-    """
-    if os.environ.get("EDGETL_TF_LOGS") == "1":
-        yield
-        return
-    try:
-        saved = os.dup(2)
-    except OSError:
-        yield
-        return
-    with open(os.devnull, "w") as devnull:
-        os.dup2(devnull.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-
-
-with _quiet_native_stderr():
+# TensorFlow's C++ side prints oneDNN/CUDA banners while loading, before logging is configured,
+# so TF_CPP_MIN_LOG_LEVEL cannot silence them; Python exceptions still surface.
+# EDGETL_TF_LOGS=1 shows them.
+_quiet = contextlib.nullcontext() if os.environ.get("EDGETL_TF_LOGS") == "1" else capture_native_output()
+with _quiet:
     tf = import_optional("tensorflow", "train", "Training and export")
     keras = import_optional("tf_keras", "train", "Training and export")
     tf.config.list_physical_devices("GPU")  # the CUDA probe (and its cuInit message) happens here

@@ -7,7 +7,6 @@ Order of preference: ``ai_edge_litert`` (the maintained LiteRT package), then
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import dataclasses
 import functools
@@ -16,14 +15,14 @@ import os
 import platform
 import re
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from edgetl._native import capture_native_output
 from edgetl.errors import ConfigError, DelegateError, MissingDependencyError, ModelFileError, suggest
 from edgetl.modelfile import EDGETPU_CUSTOM_OP, ModelInfo, parse_model, read_model
 
@@ -297,32 +296,6 @@ class LoadedModel:
         return self.interpreter.get_tensor(self.output_index).copy()
 
 
-@contextlib.contextmanager
-def _native_stderr() -> Iterator[Dict[str, str]]:
-    """Captures what native code (runtime, delegates) writes to file descriptor 2.
-
-    The runtime logs 'INFO: Created TensorFlow Lite XNNPACK delegate' on every
-    load and delegate libraries explain failures only there; capturing lets
-    edgetl drop the noise and quote the explanation in its one-line error.
-    """
-    captured = {"text": ""}
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError, AttributeError):
-        yield captured
-        return
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield captured
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            captured["text"] = sink.read().decode("utf-8", "replace")
-
-
 def _native_message(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("INFO:")]
     return " ".join(lines)[:400]
@@ -351,7 +324,7 @@ def check_delegate_fits(model: ModelInfo, delegate: DelegateSpec) -> None:
 def _create_delegate(runtime: Runtime, spec: DelegateSpec) -> Tuple[Any, str, str]:
     library = spec.library_name
     options = spec.load_options
-    with _native_stderr() as captured:
+    with capture_native_output() as captured:
         try:
             # Open the library first: when the runtime's own dlopen fails it leaves a half-built
             # Delegate whose __del__ prints a traceback at exit.
@@ -453,7 +426,7 @@ def load_interpreter(
         kwargs["num_threads"] = threads
     if spec.kind == "cpu":
         kwargs["experimental_op_resolver_type"] = found.no_default_delegates
-    with _native_stderr() as captured, warnings.catch_warnings():
+    with capture_native_output() as captured, warnings.catch_warnings():
         # tf.lite.Interpreter warns that it is deprecated; a forced --runtime tensorflow already chose it.
         warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
         try:
