@@ -6,6 +6,7 @@ An interrupted edgetl never leaves a half-written file under a final name.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -41,9 +42,11 @@ def atomic_path(final: PathLike, suffix: str = "") -> Iterator[Path]:
             with open(tmp, "rb+") as handle:
                 os.fsync(handle.fileno())
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError, IsADirectoryError):
             os.unlink(tmp)
+        if isinstance(error, OSError) and not error.filename:
+            error.filename = str(final)  # a failed write() names no file; say which artifact it was
         raise
 
 
@@ -56,13 +59,26 @@ def write_bytes(final: PathLike, data: bytes) -> Path:
 
 
 def write_text(final: PathLike, text: str) -> Path:
-    """Writes UTF-8 ``text`` to ``final`` atomically and returns the path."""
-    return write_bytes(final, text.encode("utf-8"))
+    """Writes UTF-8 ``text`` to ``final`` atomically and returns the path.
+
+    Undecodable bytes of file names (lone surrogates) are written as ``\\xNN``,
+    as Python prints them on stderr, instead of failing the write.
+    """
+    return write_bytes(final, text.encode("utf-8", "backslashreplace"))
 
 
 def write_json(final: PathLike, obj: object) -> Path:
     """Writes ``obj`` as indented JSON to ``final`` atomically."""
     return write_text(final, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def file_sha256(path: PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks (models can be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _json_default(obj: object) -> object:

@@ -10,10 +10,13 @@ equivalent graph of layers tfmot knows, then quantizes every layer:
   affine map. It becomes one frozen 1x1 ``DepthwiseConv2D`` quantized at its
   output; the converter gives its weights per-channel int8 scales (exact for
   one value per channel), TFLite runs it as a single int8 op the Edge TPU
-  maps, and the model keeps taking raw [0, 255] pixels. Folding it into the input quantization
-  instead cannot express EfficientNet's per-channel mean/std (TFLite
-  activations are per-tensor) and would give MobileNet's [-1, 1] a half-level
-  zero point.
+  maps, and the model keeps taking raw [0, 255] pixels. When the map is the
+  same for all three channels (MobileNet's ``x / 127.5 - 1``, a plain
+  ``x / 255``), the int8 files fold it into the input tensor's own
+  quantization instead (see ``InputFold``), as Google's TF2 PTQ MobileNets
+  do: the device still feeds raw pixels and the full-resolution op is gone.
+  EfficientNet's per-channel ImageNet mean/std keeps the depthwise op, since
+  TFLite activations have one scale per tensor.
 * MobileNetV3's hard-swish, built from raw ``TFOpLambda`` ops (``x + 3``,
   ``* 1/6``) that tfmot cannot clone, becomes a ``HardSwish`` layer (and the
   squeeze-excite gate a ``HardSigmoid`` layer) quantized at its output only, so
@@ -67,6 +70,9 @@ __all__ = [
     "QATResult",
     "HardSwish",
     "HardSigmoid",
+    "FixedRangeOutputQuantizeConfig",
+    "InputFold",
+    "input_fold",
     "prepare_for_quantization",
     "quantize",
     "calibrate_ranges",
@@ -109,9 +115,102 @@ class HardSwish(keras.layers.Layer):
         return input_shape
 
 
+@keras.utils.register_keras_serializable(package="edgetl")
+class FixedRangeOutputQuantizeConfig(_tfmot_configs.Default8BitOutputQuantizeConfig):
+    """Quantizes a layer's output on a fixed ``[min_value, max_value]`` that training never moves.
+
+    Used for the folded input normalisation, whose outputs are exactly the
+    points of that grid: tfmot's moving-average quantizer would drift towards
+    each batch's narrower range and round pixels differently from the int8 file.
+    """
+
+    def __init__(self, min_value: float, max_value: float):
+        super().__init__(quantize_output=True)
+        self.min_value = float(min_value)
+        self.max_value = float(max_value)
+
+    def get_output_quantizers(self, layer):
+        return [_tfmot_quantizers.FixedQuantizer(num_bits=8, init_min=self.min_value, init_max=self.max_value,
+                                                 narrow_range=False)]
+
+    def get_config(self):
+        return {"min_value": self.min_value, "max_value": self.max_value}
+
+
+@dataclasses.dataclass(frozen=True)
+class InputFold:
+    """An input normalisation ``scale * (pixel - zero_point)``, the same for every channel, folded into int8 input quantization.
+
+    The uint8 input tensor of an int8 file then carries ``(scale,
+    zero_point)`` itself, as in Google's TF2 PTQ MobileNets: the device feeds
+    raw pixels and TFLite skips the full-resolution op that would otherwise
+    normalise them. A zero point must be an integer: MobileNet's
+    ``x / 127.5 - 1`` has 127.5, rounded down to 127 as TFLite's own
+    calibration of a [-1, 1] input does, so the int8 model reads pixel p as
+    ``(p - 127) / 127.5``, 0.5 / 127.5 above the float model. QAT trains on
+    that exact mapping (``quantize``); PTQ calibrates on it.
+
+    Attributes:
+      scale: real value of one pixel step (the input tensor's quantization scale).
+      zero_point: pixel value read as 0.0 (the uint8 zero point; int8 is 128 less).
+    """
+
+    scale: float
+    zero_point: int
+
+    @classmethod
+    def of(cls, scale: np.ndarray, offset: np.ndarray, exact: bool = False) -> Optional["InputFold"]:
+        """The fold of ``pixel * scale + offset`` (per-channel arrays), or None when it cannot be folded.
+
+        Args:
+          scale: per-channel multiplier.
+          offset: per-channel offset.
+          exact: require an integer zero point (no half-level shift).
+        """
+        scale = np.asarray(scale, np.float64).ravel()
+        offset = np.asarray(offset, np.float64).ravel()
+        if scale.size == 0 or scale[0] <= 0 or not np.allclose(scale, scale[0], rtol=1e-6, atol=0.0):
+            return None
+        if not np.allclose(offset, offset[0], rtol=1e-6, atol=1e-9):
+            return None
+        step = float(scale[0])
+        # Measured in float32, x / 127.5 comes out ~1e-7 off; keep the divisor the model meant.
+        divisor = round(2.0 / step) / 2.0
+        if abs(1.0 / step - divisor) < 1e-5 * divisor:
+            step = 1.0 / divisor
+        exact_zero = -float(offset[0]) / step
+        nearest = round(exact_zero)
+        if abs(exact_zero - nearest) < 1e-3:
+            zero_point = int(nearest)
+        elif exact:
+            return None
+        elif abs(exact_zero - np.floor(exact_zero) - 0.5) < 1e-3:
+            zero_point = int(np.floor(exact_zero))  # 127.5 -> 127, as TFLite calibrates a [-1, 1] input
+        else:
+            zero_point = int(nearest)
+        if not 0 <= zero_point <= 255:
+            return None  # TFLite needs 0.0 inside the uint8 range
+        return cls(step, zero_point)
+
+    @property
+    def range(self) -> Tuple[float, float]:
+        """The real values of pixels 0 and 255: the input quantization range."""
+        return self.scale * (PIXEL_RANGE[0] - self.zero_point), self.scale * (PIXEL_RANGE[1] - self.zero_point)
+
+    def normalise(self, pixels: np.ndarray) -> np.ndarray:
+        """What the int8 model's input tensor means for ``pixels`` in [0, 255], as float32."""
+        return (np.asarray(pixels, np.float32) - np.float32(self.zero_point)) * np.float32(self.scale)
+
+    def describe(self) -> str:
+        """E.g. '(pixel - 127) * 0.00784314'."""
+        return f"(pixel - {self.zero_point}) * {self.scale:.6g}"
+
+
 def _custom_objects() -> Dict[str, object]:
     return {"HardSwish": HardSwish, "HardSigmoid": HardSigmoid,
-            "edgetl>HardSwish": HardSwish, "edgetl>HardSigmoid": HardSigmoid}
+            "edgetl>HardSwish": HardSwish, "edgetl>HardSigmoid": HardSigmoid,
+            "FixedRangeOutputQuantizeConfig": FixedRangeOutputQuantizeConfig,
+            "edgetl>FixedRangeOutputQuantizeConfig": FixedRangeOutputQuantizeConfig}
 
 
 def qat_scope():
@@ -165,9 +264,12 @@ def _op_name(layer) -> str:
 class _Rewriter:
     """Rebuilds a functional model layer by layer with fresh layer copies and optional pattern rewrites."""
 
-    def __init__(self, rewrite_patterns: bool, wrap: Optional[Callable] = None):
+    def __init__(self, rewrite_patterns: bool, wrap: Optional[Callable] = None,
+                 folds: Optional[Dict[str, InputFold]] = None):
         self.rewrite_patterns = rewrite_patterns
         self.wrap = wrap or (lambda layer: layer)
+        # When given, foldable input normalisations are put on the uint8 grid and recorded here by layer name.
+        self.folds = folds
         self.notes: "collections.Counter[str]" = collections.Counter()
         self._clones: Dict[int, object] = {}
         self._weights: List[Tuple[object, List[np.ndarray]]] = []
@@ -343,6 +445,12 @@ class _Rewriter:
 
     def _affine_layer(self, x, scale: np.ndarray, offset: np.ndarray, name: str):
         channels = int(scale.shape[0])
+        fold = InputFold.of(scale, offset) if self.folds is not None else None
+        if fold is not None:
+            # QAT then trains on exactly what the int8 file computes (see InputFold).
+            scale = np.full(channels, fold.scale)
+            offset = np.full(channels, -fold.scale * fold.zero_point)
+            self.folds[name] = fold
         layer = keras.layers.DepthwiseConv2D(1, use_bias=True, name=name, trainable=False)
         output = self.wrap(layer)(x)
         self._weights.append((layer, [scale.reshape(1, 1, channels, 1).astype(np.float32), offset.astype(np.float32)]))
@@ -392,8 +500,12 @@ def prepare_for_quantization(model) -> Tuple[object, List[str]]:
     return _rewrite(model)
 
 
-def _rewrite(model, wrap: Optional[Callable] = None) -> Tuple[object, List[str]]:
-    """``prepare_for_quantization``; ``wrap(layer)`` is applied to every layer of the result as it is built."""
+def _rewrite(model, wrap: Optional[Callable] = None,
+             folds: Optional[Dict[str, InputFold]] = None) -> Tuple[object, List[str]]:
+    """``prepare_for_quantization``; ``wrap(layer)`` is applied to every layer of the result as it is built.
+
+    With ``folds`` (a dict), foldable input normalisations are rewritten on the uint8 grid and recorded in it.
+    """
     if not isinstance(model, keras.Model) or not getattr(model, "_is_graph_network", False):
         raise ExportError(
             f"`model` must be a functional tf_keras Model, got {type(model).__name__}. "
@@ -405,10 +517,59 @@ def _rewrite(model, wrap: Optional[Callable] = None) -> Tuple[object, List[str]]
         flattener = _Rewriter(rewrite_patterns=False)
         current = flattener.run(current)
         notes.update(flattener.notes)
-    rewriter = _Rewriter(rewrite_patterns=True, wrap=wrap)
+    rewriter = _Rewriter(rewrite_patterns=True, wrap=wrap, folds=folds)
     rewritten = rewriter.run(current)
     notes.update(rewriter.notes)
     return rewritten, [f"{text} (x{count})" for text, count in notes.items()]
+
+
+def input_fold(model, exact: bool = False) -> Optional[Tuple[InputFold, object]]:
+    """The foldable input normalisation of a rewritten or QAT model, and the model after it.
+
+    Looks for edgetl's frozen 1x1 ``DepthwiseConv2D`` (``INPUT_NORM_LAYER``,
+    plain or QAT-wrapped) applied to the model's only input. The int8 export
+    converts ``tail`` with ``(fold.scale, fold.zero_point)`` as its input
+    quantization (see ``edgetl.export.tflite.TracedModel``).
+
+    Args:
+      model: a model from ``prepare_for_quantization`` or ``quantize``.
+      exact: fold only a map whose zero point is already an integer. QAT
+        models need it: they trained on the normalisation as it is, and one
+        saved before edgetl put it on the uint8 grid keeps its depthwise op.
+
+    Returns:
+      ``(fold, tail)``, where ``tail`` is a Keras model from the normalised
+      input to the outputs sharing the model's layers; None when the model
+      has no such layer or its map differs between channels.
+
+    Example:
+      >>> fold, tail = input_fold(prepare_for_quantization(model)[0])
+      >>> fold.scale, fold.zero_point
+      (0.00784313725490196, 127)
+    """
+    if len(model.inputs) != 1:
+        return None
+    norm = next((layer for layer in model.layers if getattr(layer, "layer", layer).name == INPUT_NORM_LAYER), None)
+    if norm is None:
+        return None
+    inner = getattr(norm, "layer", norm)
+    if not isinstance(inner, keras.layers.DepthwiseConv2D) or not inner.use_bias:
+        return None
+    source = norm.input
+    producer = getattr(source, "_keras_history", None)
+    if producer is not None and isinstance(producer.layer, _tfmot_quantize_layer.QuantizeLayer):
+        source = producer.layer.input
+    if source is not model.inputs[0]:
+        return None
+    fold = InputFold.of(inner.depthwise_kernel.numpy(), inner.bias.numpy(), exact=exact)
+    if fold is None:
+        return None
+    try:
+        # The model's own name: it prefixes every tensor name in the .tflite, as in the float files.
+        tail = keras.Model(norm.output, model.output, name=model.name)
+    except ValueError:  # the raw input feeds other layers too: the normalisation is not all it goes through
+        return None
+    return fold, tail
 
 
 # ============================================================================
@@ -424,8 +585,10 @@ def quantize(model, freeze_batch_norm: bool = True) -> Tuple[object, List[str]]:
     All weights become trainable except BatchNormalization (kept in inference
     mode: a few QAT epochs on a small dataset would wreck its statistics) and
     the frozen input normalisation. The input is quantized on the fixed
-    pixel range [0, 255], so an int8 export takes raw pixels (uint8: scale 1,
-    zero point 0).
+    pixel range [0, 255]. An input normalisation that is the same for all
+    channels is put on the uint8 grid with a fixed output range (see
+    ``InputFold``), which the int8 export folds into its input quantization;
+    either way the int8 file takes raw pixels.
 
     Args:
       model: the trained float classifier.
@@ -443,6 +606,7 @@ def quantize(model, freeze_batch_norm: bool = True) -> Tuple[object, List[str]]:
     leftovers: List[str] = []
     output_quantized: "collections.Counter[str]" = collections.Counter()
     layer_quantize_map: Dict[str, dict] = {}
+    folds: Dict[str, InputFold] = {}
 
     def annotate(layer):
         # Records each layer's QuantizeConfig as the rewritten graph is built: this is
@@ -461,10 +625,12 @@ def quantize(model, freeze_batch_norm: bool = True) -> Tuple[object, List[str]]:
         # makes every weight it fake-quantizes trainable, even in a frozen layer. Its
         # per-channel weights stay float here and the converter quantizes them (exactly).
         config = _tfmot_configs.Default8BitOutputQuantizeConfig() if isinstance(layer, _OUTPUT_QUANTIZED) or input_norm else None
+        if input_norm and layer.name in folds:
+            config = FixedRangeOutputQuantizeConfig(*folds[layer.name].range)
         layer_quantize_map[layer.name] = {"quantize_config": config}
         return layer
 
-    float_model, notes = _rewrite(model, wrap=annotate)
+    float_model, notes = _rewrite(model, wrap=annotate, folds=folds)
     if leftovers:
         raise ExportError(
             f"Cannot quantize raw TensorFlow op / Lambda layers {leftovers[:5]}: tfmot has no QuantizeConfig for them "
@@ -484,6 +650,9 @@ def quantize(model, freeze_batch_norm: bool = True) -> Tuple[object, List[str]]:
         ) from e
     _fix_input_range(qat_model)
     notes.append(f"input quantized on the fixed range {list(PIXEL_RANGE)} (raw pixels)")
+    for fold in folds.values():
+        notes.append(f"input normalisation on the uint8 grid, {fold.describe()}: int8 files fold it into their "
+                     f"input quantization (scale {fold.scale:.6g}, zero point {fold.zero_point})")
     return qat_model, notes
 
 
@@ -752,8 +921,8 @@ def quantize_aware_finetune(
     train_paths, train_labels = dataset.paths_labels("train")
     if not train_paths:
         raise ExportError(
-            f"QAT needs training images, but the dataset has 0 (train split empty). "
-            f"Re-run 'edgetl train' on a folder with images."
+            "QAT needs training images, but the dataset has 0 (train split empty). "
+            "Re-run 'edgetl train' on a folder with images."
         )
     size = int(model.input_shape[1] or dataset.image_size)
     tf.keras.utils.set_random_seed(config.seed) if hasattr(tf.keras.utils, "set_random_seed") else None

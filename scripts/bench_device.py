@@ -28,6 +28,7 @@ sys.path.insert(0, str(REPO))
 from edgetl._atomic import write_text  # noqa: E402
 from edgetl.bench import BenchConfig, benchmark, run_benchmark  # noqa: E402
 from edgetl.runtime.environment import host_fingerprint, usable_cores  # noqa: E402
+from edgetl.modelfile import parse_model  # noqa: E402
 from edgetl.runtime.interpreter import find_runtime, load_interpreter  # noqa: E402
 
 CORAL = REPO.parent / "shared" / "assets" / "coral-test-data"
@@ -214,6 +215,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             if "TF2 PTQ (coral-test-data)" in rows:
                 ptq = next(r for r in rows["TF2 PTQ (coral-test-data)"] if r.threads == t)
                 lines.append(f"{t} thread(s): edgetl int8 p50 {int8.p50_ms:.2f} ms vs TF2 PTQ reference {ptq.p50_ms:.2f} ms.")
+        lines += ["", "Graphs (input tensor, then op counts):", ""]
+        for name, path in pair.items():
+            if name != "edgetl fp32":
+                info = parse_model(path.read_bytes(), str(path))
+                ops = ", ".join(f"{op} {count}" for op, count in info.op_counts.items())
+                lines.append(f"- {name}: {info.inputs[0].describe()}; {ops}")
         keras = keras_latency(args.keras, runs=50)
         if keras is None:
             lines.append("\nKeras float `model(x)`: not run (TensorFlow not importable).")

@@ -155,8 +155,10 @@ def test_every_variant_is_written_and_loads_with_the_right_contract(exported):
         assert list(inp["shape"]) == [1, SIZE, SIZE, 3] and list(inp["shape_signature"]) == [1, SIZE, SIZE, 3]
         assert list(out["shape"]) == [1, 3]
         assert variant.accuracy is not None and 0.0 <= variant.accuracy <= 1.0
-    # QAT fixes the input range to raw pixels: uint8 input is the pixel value itself.
-    assert result.get("qat-int8").input.scale == pytest.approx(1.0) and result.get("qat-int8").input.zero_point == 0
+    # MobileNet's x / 127.5 - 1 is the uint8 input's own quantization: the input is the pixel value itself.
+    for name in ("int8", "qat-int8"):
+        spec = result.get(name).input
+        assert spec.scale == pytest.approx(1 / 127.5) and spec.zero_point == 127
     sizes = {v.variant: v.size_bytes for v in result.variants}
     assert sizes["fp16"] < 0.6 * sizes["fp32"] and sizes["int8"] < 0.45 * sizes["fp32"]
 
@@ -226,7 +228,85 @@ def test_model_card_round_trips_without_tensorflow(exported):
         assert labels == ["blue", "green", "red"] and shape == [1, SIZE, SIZE, 3]
         assert (dtype, scale, zero_point) == (spec.dtype, pytest.approx(spec.scale), spec.zero_point)
         assert (backbone, alpha, name, version) == ("mobilenet_v2", 0.35, variant, __version__)
-        assert mean == [0.0, 0.0, 0.0] and std == [1.0, 1.0, 1.0] and "[0, 255]" in preprocessing
+        assert "[0, 255]" in preprocessing
+        if VARIANTS[variant].integer_io:  # (pixel - 127) / 127.5 quantized with (1/127.5, 127) is the pixel
+            assert mean == [127.0] * 3 and std == [127.5] * 3 and "folded into the input quantization" in preprocessing
+        else:
+            assert mean == [0.0, 0.0, 0.0] and std == [1.0, 1.0, 1.0]
+
+
+def test_int8_files_fold_the_input_normalisation_and_take_raw_pixels(exported, tmp_path):
+    """No full-resolution normalisation op; the device feeds raw pixels (uint8) or pixels - 128 (int8 I/O)."""
+    from edgetl.export.tflite import _verification_images, export_run, predict_tflite
+    from edgetl.modelfile import parse_model
+    from edgetl.runtime.tensors import input_transform
+
+    paths, result = exported
+    images, _ = _verification_images(paths.load_dataset(), SIZE, 100)
+    for name in ("int8", "qat-int8"):
+        info = parse_model(Path(result.get(name).path).read_bytes(), name)
+        # MobileNetV2's 17 depthwise convolutions, and no 18th applying x / 127.5 - 1.
+        assert info.op_counts["DEPTHWISE_CONV_2D"] == 17 and info.op_counts["QUANTIZE"] == 2
+        transform = input_transform(info.inputs[0], info.card)
+        assert transform.raw and "raw pixels" in transform.describe()
+        np.testing.assert_array_equal(transform(images[:2]), images[:2])
+    from edgetl.export.tflite import convert_variants
+    from edgetl.model.head import load_model
+    from edgetl.qat import prepare_for_quantization
+
+    folds = {}
+    unfolded = convert_variants(prepare_for_quantization(load_model(paths.model))[0], ["int8"], SIZE, images,
+                                fold_input=False, folds=folds)["int8"]
+    assert not folds and parse_model(unfolded).op_counts["DEPTHWISE_CONV_2D"] == 18
+
+    int8_io = export_run(paths.root, ExportConfig(variants=("int8",), io_type="int8", calibration_images=12,
+                                                  out_dir=str(tmp_path / "int8 io")), progress=False).get("int8")
+    assert (int8_io.input.dtype, int8_io.input.zero_point) == ("int8", -1)
+    assert int8_io.input.scale == pytest.approx(1 / 127.5)
+    card = read_card(Path(int8_io.path).read_bytes())
+    assert card.mean == (127.0,) * 3 and "minus 128" in card.preprocessing
+    transform = input_transform(parse_model(Path(int8_io.path).read_bytes()).inputs[0], card)
+    np.testing.assert_array_equal(transform(images[:2]), images[:2].astype(np.int16) - 128)
+    # Same calibration, only the I/O type differs: the same predictions.
+    np.testing.assert_array_equal(predict_tflite(int8_io.path, images), predict_tflite(result.get("int8").path, images))
+
+
+def test_card_embedding_shares_repeated_vectors_with_bit_identical_outputs(exported):
+    """embed_card writes each distinct vector once (per-channel zero points): smaller, same numbers."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.interpreter import Interpreter
+
+    _, result = exported
+    pixels = np.random.default_rng(0).integers(0, 256, (4, 1, SIZE, SIZE, 3))
+    for variant in result.variants:
+        shared = Path(variant.path).read_bytes()
+        model = schema.ModelT.InitFromPackedBuf(bytearray(shared), 0)
+        builder = flatbuffers.Builder(len(shared))
+        builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+        plain = bytes(builder.Output())
+        if VARIANTS[variant.variant].integer_io:
+            assert len(shared) < 0.9 * len(plain), (variant.variant, len(shared), len(plain))
+        outputs = []
+        for data in (shared, plain):
+            interpreter = Interpreter(model_content=data)
+            interpreter.allocate_tensors()
+            (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+            results = []
+            for image in pixels:
+                value = image if inp["dtype"] != np.int8 else image - 128
+                interpreter.set_tensor(inp["index"], value.astype(inp["dtype"]))
+                interpreter.invoke()
+                results.append(interpreter.get_tensor(out["index"]).copy())
+            outputs.append(np.stack(results))
+        np.testing.assert_array_equal(outputs[0], outputs[1])
+        # Tensor data starts on 16 bytes, as the converter writes it.
+        root = schema.Model.GetRootAs(shared, 0)
+        for index in range(root.BuffersLength()):
+            buffer = root.Buffers(index)
+            if buffer.DataLength() >= 16:
+                start = buffer._tab.Vector(buffer._tab.Offset(4))
+                assert start % 16 == 0, (variant.variant, index, start)
 
 
 def test_edgetpu_check_and_compile_with_card_re_embedded(exported):
@@ -271,17 +351,21 @@ def test_parse_compiler_output_counts_tpu_and_cpu_ops():
 
 
 def test_collapsed_int8_is_flagged_with_the_numbers(exported, tmp_path):
-    """Calibrating on black images wrecks the int8 ranges: the export says so with both accuracies."""
+    """Calibrating on flat grey images wrecks the int8 ranges: the export says so with both accuracies.
+
+    (Grey, not black: the input range is pinned to the pixel grid, but a flat image still gives every
+    activation after it a near-empty range.)
+    """
     from edgetl.export.tflite import export_run
 
     paths, _ = exported
-    black = tmp_path / "black" / "x"
-    black.mkdir(parents=True)
+    grey = tmp_path / "grey" / "x"
+    grey.mkdir(parents=True)
     from PIL import Image
 
     for index in range(3):
-        Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(black / f"{index}.png")
-    result = export_run(paths.root, ExportConfig(variants=("int8",), calibration_dir=str(black.parent),
+        Image.fromarray(np.full((40, 40, 3), 128, np.uint8)).save(grey / f"{index}.png")
+    result = export_run(paths.root, ExportConfig(variants=("int8",), calibration_dir=str(grey.parent),
                                                  out_dir=str(tmp_path / "out")), progress=False)
     int8 = result.get("int8")
     assert int8.flagged and result.warnings == [int8.warning]

@@ -24,11 +24,12 @@ from tests.test_export import make_run  # noqa: E402
 import tensorflow_model_optimization as tfmot  # noqa: E402
 
 SIZE = 32
-# Converting a QAT model takes 8-35 s per backbone here; all 13 would take ~4.5 min, over the
-# suite's budget. This subset covers every rewrite: input Rescaling+Normalization (EfficientNet,
-# V2), squeeze-excite Multiply (EfficientNet, V2, MobileNetV3), hard-swish/hard-sigmoid
-# (MobileNetV3 Small), Rescaling-only inputs (V1, V3 minimalistic); MobileNetV2 is converted
-# in test_export.py.
+# Converting a QAT model takes 8-35 s per backbone here; all 13 take ~4.5 min, over the default
+# run's budget. This subset covers every rewrite: input Rescaling+Normalization (EfficientNet,
+# V2: folded into the input quantization for B0, kept as an op for V2's per-channel mean/std),
+# squeeze-excite Multiply (EfficientNet, V2, MobileNetV3), hard-swish/hard-sigmoid (MobileNetV3
+# Small), Rescaling-only inputs (V1, V3 minimalistic); MobileNetV2 is converted in test_export.py.
+# The other backbones are converted too with --run-slow (what CI runs).
 CONVERT = {"efficientnet_b0", "efficientnet_v2_b0", "mobilenet_v3_small", "mobilenet_v3_large_minimalistic",
            "mobilenet_v1"}
 TWO_COLOURS = {"red": (220, 40, 40), "blue": (40, 60, 220)}
@@ -52,8 +53,19 @@ def _wrapped(qat_model):
             and type(layer).__name__ != "QuantizeLayer"]
 
 
-@pytest.mark.parametrize("name", registry.list_backbones())
-def test_qat_builds_trains_one_step_and_exports_int8(name, colours):
+def _backbone_cases():
+    for name in registry.list_backbones():
+        if name in CONVERT:
+            yield pytest.param(name, True, id=name)
+        else:
+            yield pytest.param(name, False, id=name)
+            yield pytest.param(name, True, id=f"{name}-int8", marks=pytest.mark.slow)
+
+
+@pytest.mark.parametrize("name, convert", _backbone_cases())
+def test_qat_builds_trains_one_step_and_exports_int8(name, convert, colours, request):
+    if not convert and request.config.getoption("--run-slow"):
+        pytest.skip(f"the slow case '{name}-int8' runs the same steps and converts the QAT model")
     record, pixels = colours
     keras.utils.set_random_seed(1)
     model = head.build_classifier(ModelConfig(name, size=SIZE, weights="none"), 2)
@@ -78,25 +90,56 @@ def test_qat_builds_trains_one_step_and_exports_int8(name, colours):
     assert not np.allclose(classifier.layer.kernel.numpy(), model.get_layer(head.CLASSIFIER_LAYER).kernel.numpy())
     scale, offset = qat._measure_affine(model.input, _preprocess_end(model))
     assert not norm.trainable_weights
+    fold = qat.InputFold.of(scale, offset)
+    if family == "efficientnet_v2":
+        assert fold is None  # ImageNet's per-channel mean/std stays a depthwise op
+    else:  # the same map for every channel: QAT trains on the uint8 grid the int8 file reads
+        # EfficientNet's Normalization is the identity without ImageNet weights, leaving x / 255.
+        assert fold == (qat.InputFold(1 / 255, 0) if family == "efficientnet" else qat.InputFold(1 / 127.5, 127))
+        scale, offset = np.full(3, fold.scale), np.full(3, -fold.scale * fold.zero_point)
     np.testing.assert_allclose(norm.layer.depthwise_kernel.numpy().ravel(), scale, rtol=1e-6)
     np.testing.assert_allclose(norm.layer.bias.numpy(), offset, rtol=1e-6, atol=1e-7)
 
-    if name in CONVERT:
+    if convert:
         from edgetl.export.tflite import convert_variants
         from ai_edge_litert.interpreter import Interpreter
 
-        data = convert_variants(None, ["qat-int8"], SIZE, pixels, qat_model=qat_model)["qat-int8"]
+        folds = {}
+        data = convert_variants(None, ["qat-int8"], SIZE, pixels, qat_model=qat_model, folds=folds)["qat-int8"]
         interpreter = Interpreter(model_content=data)
         interpreter.allocate_tensors()
         (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
         assert inp["dtype"] == np.uint8 and list(inp["shape"]) == [1, SIZE, SIZE, 3]
-        assert inp["quantization"] == (1.0, 0)
+        assert folds.get("qat-int8") == fold
+        expected = (1.0, 0) if fold is None else (fold.scale, fold.zero_point)
+        assert inp["quantization"][0] == pytest.approx(expected[0]) and inp["quantization"][1] == expected[1]
         assert out["dtype"] == np.uint8 and list(out["shape"]) == [1, 2]
         interpreter.set_tensor(inp["index"], pixels[:1])
         interpreter.invoke()
         scale_out, zero_out = out["quantization"]
         probabilities = (interpreter.get_tensor(out["index"]).astype(np.float32) - zero_out) * scale_out
         assert probabilities.sum() == pytest.approx(1.0, abs=0.02)
+
+
+def test_input_fold_of_per_tensor_maps_only():
+    mobilenet = qat.InputFold.of(np.full(3, np.float32(1 / 127.5)), np.full(3, -1.0))
+    assert mobilenet == qat.InputFold(1 / 127.5, 127)  # float32 noise snapped; 127.5 rounds down like TFLite
+    assert mobilenet.range == pytest.approx((-127 / 127.5, 128 / 127.5))
+    np.testing.assert_allclose(mobilenet.normalise(np.array([0, 127, 255])), [-127 / 127.5, 0.0, 128 / 127.5])
+    assert qat.InputFold.of(np.full(3, 1 / 255), np.zeros(3)) == qat.InputFold(1 / 255, 0)
+    assert qat.InputFold.of(np.full(3, 1 / 127.5), np.full(3, -1.0), exact=True) is None
+    assert qat.InputFold.of(np.array([0.017, 0.0175, 0.0174]), np.array([-2.1, -2.0, -1.8])) is None
+    assert qat.InputFold.of(np.full(3, 1 / 255), np.full(3, 1.0)) is None  # 0.0 is not a pixel value
+    assert qat.InputFold.of(np.full(3, -1 / 255), np.zeros(3)) is None
+
+    model = head.build_classifier(ModelConfig("mobilenet_v1", alpha=0.25, size=SIZE, weights="none"), 2)
+    rewritten, _ = qat.prepare_for_quantization(model)
+    fold, tail = qat.input_fold(rewritten)
+    assert fold == mobilenet and tail.input_shape == (None, SIZE, SIZE, 3)
+    images = np.random.default_rng(0).integers(0, 256, (2, SIZE, SIZE, 3)).astype(np.float32)
+    # The float model's exact x / 127.5 - 1 differs from the grid by half a level: close, not equal.
+    np.testing.assert_allclose(tail(mobilenet.normalise(images)).numpy(), model(images).numpy(), atol=0.05)
+    assert qat.input_fold(rewritten, exact=True) is None  # what a QAT model saved before the grid gets
 
 
 def _preprocess_end(model):

@@ -109,11 +109,19 @@ def representative_images(
     return images
 
 
-def representative_dataset(images: np.ndarray) -> Callable[[], Iterator[List[np.ndarray]]]:
-    """A TFLite ``representative_dataset``: one float32 [0, 255] image of batch 1 per step."""
+def representative_dataset(images: np.ndarray, transform: Optional[Callable[[np.ndarray], np.ndarray]] = None
+                           ) -> Callable[[], Iterator[List[np.ndarray]]]:
+    """A TFLite ``representative_dataset``: one float32 image of batch 1 per step.
+
+    Args:
+      images: uint8 pixels ``(N, H, W, 3)``.
+      transform: maps pixels to what the model takes (default: float32 [0, 255]);
+        applied one image at a time, so the float copies never all exist at once.
+    """
 
     def generate() -> Iterator[List[np.ndarray]]:
         for image in images:
-            yield [image[None].astype(np.float32)]
+            pixels = image[None].astype(np.float32)
+            yield [np.asarray(transform(pixels), np.float32) if transform is not None else pixels]
 
     return generate

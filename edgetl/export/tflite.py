@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import hashlib
 import logging
 import os
 import tempfile
@@ -23,7 +22,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from edgetl import __version__
-from edgetl._atomic import write_bytes, write_json, write_text
+from edgetl._atomic import file_sha256, write_bytes, write_json, write_text
 from edgetl._native import capture_native_output
 from edgetl.config import ExportConfig, load_yaml
 from edgetl.errors import EdgetlError, ExportError, RunDirError
@@ -51,15 +50,23 @@ class TracedModel:
     """A Keras model traced once into a minimal SavedModel (batch 1, static shape) for repeated conversion.
 
     Use as a context manager; the SavedModel lives in a temporary folder.
+    With ``fold`` (an ``edgetl.qat.InputFold``), ``model`` is the part after
+    the input normalisation and takes normalised values, and integer
+    variants get the fold's input quantization: a QAT model (``qat=True``)
+    through a fake-quant op on ``fold.range`` in front of it, a float model
+    by calibrating on ``fold.normalise(pixels)`` and pinning the input's
+    calibrated range to ``fold.range``.
 
     Attributes:
       path: the SavedModel folder.
       seconds: time spent tracing and saving.
     """
 
-    def __init__(self, model, size: int):
+    def __init__(self, model, size: int, fold=None, qat: bool = False):
         self.model = model
         self.size = size
+        self.fold = fold
+        self.qat = qat
         self.path: Optional[str] = None
         self.seconds = 0.0
         self._tmp: Optional[tempfile.TemporaryDirectory] = None
@@ -73,7 +80,15 @@ class TracedModel:
         module.model_variables = list(self.model.variables)
         model = self.model
         spec = tf.TensorSpec([1, self.size, self.size, 3], tf.float32, name=SERVING_INPUT)
-        module.serve = tf.function(lambda image: {SERVING_OUTPUT: model(image, training=False)}, input_signature=[spec])
+        if self.fold is None or not self.qat:
+            module.serve = tf.function(lambda image: {SERVING_OUTPUT: model(image, training=False)}, input_signature=[spec])
+        else:
+            low, high = self.fold.range
+            # This fake-quant op is where the converter takes the input tensor's (scale, zero point) from.
+            module.serve = tf.function(
+                lambda image: {SERVING_OUTPUT: model(tf.quantization.fake_quant_with_min_max_args(
+                    image, min=low, max=high, num_bits=8, narrow_range=False), training=False)},
+                input_signature=[spec])
         self.path = os.path.join(self._tmp.name, "saved_model")
         with capture_native_output((1, 2)):  # pages of MLIR/SavedModel notes
             tf.saved_model.save(module, self.path, signatures={"serving_default": module.serve.get_concrete_function()})
@@ -106,14 +121,23 @@ class TracedModel:
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             # A QAT graph carries its ranges in fake-quant ops; the converter still
             # insists on data for full-integer output and uses it only where a range is missing.
-            converter.representative_dataset = representative_dataset(representative)
+            converter.representative_dataset = representative_dataset(
+                representative, self.fold.normalise if self.fold is not None else None)
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             converter.inference_input_type = getattr(tf, io_type)
             converter.inference_output_type = getattr(tf, io_type)
+        pin_input = variant.integer_io and self.fold is not None and not self.qat
+        if pin_input:
+            # A fake-quant op in a float graph would not do: its output is calibrated like any tensor,
+            # and data that never reaches pixel 0 or 255 adds a requantizing op behind the input.
+            converter._experimental_calibrate_only = True  # pylint: disable=protected-access
         captured = {"text": ""}
         try:
             with capture_native_output((1, 2)) as captured:
-                return converter.convert()
+                data = converter.convert()
+                return self._quantize_calibrated(data, io_type) if pin_input else data
+        except EdgetlError:
+            raise
         except Exception as e:  # the converter raises ConverterError, ValueError, RuntimeError...
             first = " ".join(str(e).split())[:300]
             tail = " ".join(captured["text"].split())[-300:]
@@ -121,6 +145,29 @@ class TracedModel:
                 f"TFLite conversion to '{variant.name}' failed: {first} {tail}. Expected a model of built-in "
                 f"TFLite ops; re-run with --debug and report it, or export other variants."
             ) from e
+
+    def _quantize_calibrated(self, calibrated: bytes, io_type: str) -> bytes:
+        """Quantizes a calibrated float model after setting its input's range to the fold's pixel grid.
+
+        This is the converter's own last step (``TFLiteConverter._quantize``
+        calls the same ``mlir_quantize``), with one recorded range replaced.
+        """
+        from tensorflow.lite.python.convert import mlir_quantize
+
+        from edgetl.model_card import _schema
+
+        buffer = bytearray(calibrated)
+        graph = _schema().Model.GetRootAs(buffer, 0).Subgraphs(0)
+        params = graph.Tensors(graph.Inputs(0)).Quantization()
+        if params is None or params.MinLength() != 1 or params.MaxLength() != 1:
+            raise ExportError(
+                "The calibrated model records no range for its input, so the input normalisation cannot be folded "
+                "into the input quantization. Re-run with --debug and report it."
+            )
+        # Views into ``buffer``: the range is rewritten in place.
+        params.MinAsNumpy()[0], params.MaxAsNumpy()[0] = self.fold.range
+        return mlir_quantize(bytes(buffer), False, input_data_type=getattr(tf, io_type),
+                             output_data_type=getattr(tf, io_type))
 
 
 def convert_variants(
@@ -132,8 +179,15 @@ def convert_variants(
     io_type: str = "uint8",
     on_done: Optional[Callable[[str, bytes, float], None]] = None,
     timings: Optional[Dict[str, float]] = None,
+    fold_input: bool = True,
+    folds: Optional[Dict[str, object]] = None,
 ) -> Dict[str, bytes]:
     """Converts ``float_model`` (and ``qat_model``) into every variant, tracing each model once.
+
+    For int8 and qat-int8, an input normalisation that is the same for every
+    channel (``edgetl.qat.input_fold``) becomes the input tensor's
+    quantization instead of an op; the part of the model after it is traced
+    once more for them.
 
     Args:
       float_model: the float classifier (ideally from ``qat.prepare_for_quantization``).
@@ -145,6 +199,10 @@ def convert_variants(
       on_done: called as ``on_done(name, data, seconds)`` after each conversion.
       timings: when given, receives ``trace`` (seconds spent tracing/saving)
         and one entry per variant (seconds converting).
+      fold_input: fold the input normalisation where possible (False keeps
+        the frozen depthwise op and an input of scale ~1, zero point 0).
+      folds: when given, receives ``{variant name: InputFold}`` for each
+        variant that was folded, before ``on_done`` is called for it.
 
     Returns:
       ``{variant name: .tflite bytes}`` without model cards.
@@ -161,11 +219,22 @@ def convert_variants(
     quantized = [v for v in chosen if v.needs_qat]
     if quantized and qat_model is None:
         raise ExportError("Variant 'qat-int8' needs the QAT model; run `edgetl qat RUN_DIR` first.")
-    for model, group, images in ((float_model, plain, representative),
-                                 (qat_model, quantized, None if representative is None else representative[:QAT_CALIBRATION_IMAGES])):
+    qat_images = None if representative is None else representative[:QAT_CALIBRATION_IMAGES]
+    jobs = []  # (model to trace, variants, calibration images, InputFold or None)
+    float_fold = _input_fold(float_model, exact=False) if fold_input and any(v.integer_io for v in plain) else None
+    if float_fold is None:
+        jobs.append((float_model, plain, representative, None))
+    else:
+        jobs.append((float_model, [v for v in plain if not v.integer_io], representative, None))
+        jobs.append((float_fold[1], [v for v in plain if v.integer_io], representative, float_fold[0]))
+    if quantized:
+        qat_fold = _input_fold(qat_model, exact=True) if fold_input else None
+        jobs.append((qat_model, quantized, qat_images, None) if qat_fold is None
+                    else (qat_fold[1], quantized, qat_images, qat_fold[0]))
+    for model, group, images, fold in jobs:
         if not group:
             continue
-        with TracedModel(model, size) as traced:
+        with TracedModel(model, size, fold, qat=any(v.needs_qat for v in group)) as traced:
             if timings is not None:
                 timings["trace"] = timings.get("trace", 0.0) + traced.seconds
             for variant in group:
@@ -174,9 +243,19 @@ def convert_variants(
                 results[variant.name] = data
                 if timings is not None:
                     timings[variant.name] = time.perf_counter() - started
+                if folds is not None and fold is not None:
+                    folds[variant.name] = fold
                 if on_done is not None:
                     on_done(variant.name, data, time.perf_counter() - started)
-    return results
+    return {variant.name: results[variant.name] for variant in chosen}
+
+
+def _input_fold(model, exact: bool):
+    if model is None or not getattr(model, "inputs", None):
+        return None
+    from edgetl.qat import input_fold
+
+    return input_fold(model, exact=exact)
 
 
 # ============================================================================
@@ -204,17 +283,15 @@ def tensor_specs(data: bytes) -> Tuple[TensorSpec, TensorSpec]:
 def predict_tflite(path: Union[str, Path], images: np.ndarray) -> np.ndarray:
     """Top-1 class of each uint8 image (``[N, H, W, 3]``, pixels 0-255), run as the device side runs it."""
     from edgetl.runtime.interpreter import load_interpreter
-    from edgetl.runtime.tensors import quantize
+    from edgetl.runtime.tensors import input_transform
 
     loaded = load_interpreter(path, delegate="xnnpack", threads=os.cpu_count() or 1)
-    spec = loaded.model.inputs[0]
+    # The embedded card says how pixels become the input tensor, as on the device.
+    transform = input_transform(loaded.model.inputs[0], loaded.model.card, model_name=str(path))
     predictions = np.empty(len(images), dtype=np.int64)
     for index, image in enumerate(images):
-        pixels = image[None].astype(np.float32)
-        if spec.quantized:
-            pixels = quantize(pixels, spec.scale[0], spec.zero_point[0], spec.dtype)
         # Quantized outputs have a positive scale, so argmax needs no dequantization.
-        predictions[index] = int(np.argmax(loaded.run(pixels)[0]))
+        predictions[index] = int(np.argmax(loaded.run(transform(image))[0]))
     return predictions
 
 
@@ -335,14 +412,6 @@ class ExportResult:
         return "\n".join(lines)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _model_identity(paths: RunPaths, model) -> Tuple[str, Optional[float], str]:
     """(backbone, alpha, preprocessing description) from config.yaml, else from the model name."""
     backbone, alpha, recorded = "", None, False
@@ -443,8 +512,10 @@ def export_run(
     Every file embeds its model card (labels, input contract, preprocessing,
     backbone, edgetl version), readable on a device without TensorFlow via
     ``edgetl.model_card.read_card``. The input of every variant is RGB pixels
-    in [0, 255] (float32, or uint8/int8 per ``io_type`` with the card's
-    quantization); the backbone's normalisation is inside the model. Each file
+    in [0, 255] (float32, or uint8/int8 per ``io_type``: raw pixels, minus
+    128 for int8); the backbone's normalisation is inside the model, or, in
+    int8 files of backbones whose normalisation is the same for every
+    channel, in the input quantization (the card's mean/std say which). Each file
     is written atomically, then reloaded with the LiteRT interpreter and run
     on validation images; a variant losing more than ``max_accuracy_drop``
     points against the Keras float model is flagged with a warning.
@@ -543,14 +614,26 @@ def export_run(
 
         bar = tqdm(total=len(variants), desc="export", unit="variant", leave=False, disable=None)
 
+    folds: Dict[str, object] = {}
+
     def finish(name: str, data: bytes, seconds: float) -> None:
         variant = get_variant(name)
         input_spec, output_spec = tensor_specs(data)
+        fold = folds.get(name)
+        mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+        text = (f"input is RGB pixels in [0, 255]; in-model: {preprocessing}" if preprocessing
+                else "input is RGB pixels in [0, 255]; normalisation is inside the model")
+        if fold is not None:
+            # (pixel - mean) / std, quantized with the input's own scale and zero point, gives back the
+            # pixel itself: any card reader feeds raw pixels, and the card states what the model reads.
+            mean, std = (float(fold.zero_point),) * 3, (float(f"{1.0 / fold.scale:.9g}"),) * 3
+            text = (f"input is RGB pixels in [0, 255], fed unchanged as {input_spec.dtype}"
+                    f"{' minus 128' if input_spec.dtype == 'int8' else ''}; the backbone's normalisation"
+                    f"{' (' + preprocessing + ')' if preprocessing else ''} is folded into the input quantization: "
+                    f"the model reads pixel p as (p - {fold.zero_point}) * {fold.scale:.6g}")
         card = ModelCard(
-            labels=labels, input=input_spec, output=output_spec, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
-            backbone=backbone, alpha=alpha, variant=name,
-            preprocessing=(f"input is RGB pixels in [0, 255]; in-model: {preprocessing}" if preprocessing
-                           else "input is RGB pixels in [0, 255]; normalisation is inside the model"),
+            labels=labels, input=input_spec, output=output_spec, mean=mean, std=std,
+            backbone=backbone, alpha=alpha, variant=name, preprocessing=text,
             edgetl_version=__version__,
             extra={"run": paths.root.name, "io_type": variant.io_dtype(config.io_type),
                    "calibration_images": int(len(representative)) if variant.integer_io and representative is not None else 0},
@@ -558,7 +641,7 @@ def export_run(
         path = out_dir / f"{stem}_{variant.suffix}.tflite"
         write_bytes(path, embed_card(data, card))
         write_text(path.with_suffix(".json"), card.to_json() + "\n")
-        result = VariantResult(variant=name, path=str(path), size_bytes=path.stat().st_size, sha256=_sha256(path),
+        result = VariantResult(variant=name, path=str(path), size_bytes=path.stat().st_size, sha256=file_sha256(path),
                                input=input_spec, output=output_spec, conversion_seconds=round(seconds, 2))
         if len(val_images):
             predictions = predict_tflite(path, val_images)
@@ -587,7 +670,7 @@ def export_run(
     timings: Dict[str, float] = {}
     try:
         convert_variants(export_model, [v.name for v in variants], size, representative, qat_model,
-                         config.io_type, on_done=finish, timings=timings)
+                         config.io_type, on_done=finish, timings=timings, folds=folds)
     finally:
         if bar is not None:
             bar.close()
@@ -624,7 +707,7 @@ def _compile_for_edgetpu(results: List[VariantResult], out_dir: Path, notes: Lis
             warnings.append(f"{result.variant}: {compiled.message}")
         else:
             path = Path(compiled.path)
-            result.edgetpu.update(size_bytes=path.stat().st_size, sha256=_sha256(path), name=path.name)
+            result.edgetpu.update(size_bytes=path.stat().st_size, sha256=file_sha256(path), name=path.name)
         echo(f"  Edge TPU: {compiled.message}")
 
 

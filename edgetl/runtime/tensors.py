@@ -44,7 +44,9 @@ class InputTransform:
     real = (pixel - mean) / std per channel; float inputs take ``real``,
     integer inputs take round(real / scale + zero_point) clipped to the type.
     A quantized third-party model without a card takes the raw pixels
-    (``raw``), which is what Coral/TF-slim quantized models expect.
+    (``raw``), which is what Coral/TF-slim quantized models expect; so does
+    a card whose mean/std undo the input quantization exactly (edgetl's int8
+    files), without the float round trip.
 
     Attributes:
       height: input height in pixels.
@@ -96,16 +98,25 @@ class InputTransform:
     def describe(self) -> str:
         """One line for reports, e.g. '224x224 uint8, raw pixels'."""
         text = f"{self.height}x{self.width} {self.dtype}"
-        if self.raw:
+        if self.raw and self.source == "default":
             return text + ", raw pixels (no card)"
         text += f", (pixel - {_short(self.mean)}) / {_short(self.std)} from {self.source}"
         if self.scale:
             text += f", quantized ({self.scale:.6g}, {self.zero_point})"
+        if self.raw:
+            text += " = raw pixels" + (" - 128" if self.dtype == "int8" else "")
         return text
 
 
 def _short(values: Sequence[float]) -> str:
     return f"{values[0]:g}" if len(set(values)) == 1 else "(" + ",".join(f"{v:g}" for v in values) + ")"
+
+
+def _undoes_quantization(mean: Triple, std: Triple, scale: float, zero_point: int, dtype: str) -> bool:
+    """True when (pixel - mean) / std quantized with (scale, zero_point) is the pixel (uint8) or pixel - 128 (int8)."""
+    pixel_zero = zero_point + (128 if dtype == "int8" else 0)
+    # 1e-6 relative keeps 255 * error far below the half level that would change a rounded value.
+    return scale > 0 and all(abs(s * scale - 1.0) < 1e-6 and abs(m - pixel_zero) < 1e-6 for m, s in zip(mean, std))
 
 
 def quantize(real: np.ndarray, scale: float, zero_point: int, dtype: str) -> np.ndarray:
@@ -182,7 +193,7 @@ def input_transform(
         source, mean, std = "card", tuple(card.mean), tuple(card.std)
     else:
         source, mean, std = "default", (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
-    raw = source == "default" and tensor.dtype != "float32"
+    raw = tensor.dtype != "float32" and (source == "default" or _undoes_quantization(mean, std, scale, zero_point, tensor.dtype))
     color = card.color if card is not None else "RGB"
     return InputTransform(int(shape[1]), int(shape[2]), tensor.dtype, tuple(float(m) for m in mean),
                           tuple(float(s) for s in std), float(scale), int(zero_point), raw, color, source)
