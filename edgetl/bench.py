@@ -20,7 +20,7 @@ import numpy as np
 from edgetl import __version__
 from edgetl.errors import ConfigError, DatasetError, EdgetlError
 from edgetl.images import IMAGE_EXTENSIONS, ImageReadError, load_image
-from edgetl.modelfile import ModelInfo, parse_model, read_model
+from edgetl.modelfile import ModelInfo, check_image_input, parse_model, read_model
 from edgetl.runtime.environment import host_fingerprint, peak_rss_mb, usable_cores
 from edgetl.runtime.interpreter import (
     DelegateSpec,
@@ -30,6 +30,7 @@ from edgetl.runtime.interpreter import (
     check_delegate_loads,
     delegate_specs,
     find_runtime,
+    invoke_error,
     load_interpreter,
 )
 from edgetl.runtime.tensors import input_transform
@@ -226,6 +227,9 @@ def find_images(sources: Sequence[str]) -> List[Path]:
             files.extend(sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()))
         elif path.is_file():
             files.append(path)
+        elif path.exists():
+            raise DatasetError(f"--images '{source}' is not a regular file or folder (a pipe, socket or device); "
+                               f"pass image files or a folder of images.")
         else:
             raise DatasetError(f"--images '{source}' does not exist; pass image files or a folder of images.")
     if not files:
@@ -329,7 +333,10 @@ def run_benchmark(loaded: LoadedModel, config: BenchConfig, check_seconds: float
 
     invoke = interpreter.invoke
     start = time.perf_counter_ns()
-    invoke()
+    try:
+        invoke()
+    except (RuntimeError, ValueError) as e:  # later runs repeat what the first one did
+        raise invoke_error(loaded, e) from e
     first_ms = (time.perf_counter_ns() - start) / 1e6
     warmups, _ = _run_until(invoke, feed if cycling else no_feed, config.warmup_runs, config.warmup_seconds,
                             max(config.warmup_seconds, config.max_seconds), None)
@@ -391,6 +398,7 @@ def benchmark(models: Sequence[str], config: BenchConfig = BenchConfig(), progre
         for spec in specs:
             check_delegate_fits(info, spec)
         if config.images:
+            check_image_input(info)
             input_transform(info.inputs[0], info.card, model_name=str(model))
         checked.append((str(model), data, seconds))
     for spec in specs:

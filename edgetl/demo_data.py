@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from edgetl._atomic import atomic_path
+
 CLASSES = ("circle", "square", "triangle")
 
 
@@ -53,5 +55,6 @@ def write_shapes_dataset(root: Path, per_class: int = 60, size: int = 96, seed: 
             image = _draw(shape, size, rng)  # draw even when skipping: keeps the sequence deterministic
             path = folder / f"{shape}_{index:03d}.png"
             if not path.is_file():
-                image.save(path)
+                with atomic_path(path, suffix=".png") as tmp:
+                    image.save(tmp)
     return Path(root)

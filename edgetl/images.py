@@ -6,6 +6,7 @@ a model never sees pixels prepared differently from the ones it was trained on.
 
 from __future__ import annotations
 
+import stat
 import warnings
 from pathlib import Path
 from typing import Tuple, Union
@@ -58,7 +59,11 @@ def open_rgb(path: Union[str, Path], draft_size: int = 0) -> Image.Image:
     """
     path = Path(path)
     try:
-        if path.stat().st_size == 0:
+        info = path.stat()
+        # A FIFO or device named *.jpg would block or never end.
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageReadError(path, "not a regular file (a pipe, socket or device)")
+        if info.st_size == 0:
             raise ImageReadError(path, "empty file (0 bytes)")
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -77,9 +82,13 @@ def open_rgb(path: Union[str, Path], draft_size: int = 0) -> Image.Image:
         raise ImageReadError(path, "not an image Pillow can read") from None
     except PermissionError:
         raise ImageReadError(path, "permission denied") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        text = str(e)
-        reason = "truncated or corrupt" if "truncat" in text.lower() or isinstance(e, EOFError) else f"corrupt ({text})"
+    except FileNotFoundError:
+        raise ImageReadError(path, "missing (deleted, or a broken symlink)") from None
+    except MemoryError:
+        raise ImageReadError(path, "too large to decode in the available memory") from None
+    except Exception as e:  # noqa: BLE001 - Pillow's decoders raise anything from SyntaxError to struct.error
+        text = " ".join(str(e).split())[:200]
+        reason = "truncated or corrupt" if "truncat" in text.lower() or isinstance(e, EOFError) else f"corrupt ({text or type(e).__name__})"
         raise ImageReadError(path, reason) from None
 
 

@@ -11,13 +11,21 @@ import collections
 import dataclasses
 import hashlib
 import os
+import stat
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from edgetl.errors import ModelFileError
-from edgetl.model_card import ModelCard, _schema, check_tflite_bytes, read_card, read_metadata
+from edgetl.model_card import TFLITE_IDENTIFIER, ModelCard, _schema, check_tflite_bytes, read_card, read_metadata
 
 PathLike = Union[str, os.PathLike]
+
+# Larger files are refused before they are read whole (flatbuffers stop at 2 GiB anyway).
+MAX_MODEL_BYTES = 2**31
+# Larger tensors are refused: a damaged shape must not make edgetl or the runtime allocate gigabytes.
+MAX_TENSOR_BYTES = 2**30
+# Image inputs wider or taller than this are refused (classifiers for small devices take <= 600 px).
+MAX_IMAGE_SIDE = 8192
 
 # Custom op that the Edge TPU compiler puts in place of the subgraph it maps to the TPU.
 EDGETPU_CUSTOM_OP = "edgetpu-custom-op"
@@ -159,8 +167,8 @@ def read_model(path: PathLike) -> bytes:
       are the ones the interpreter loads).
 
     Raises:
-      ModelFileError: missing, a folder, unreadable, empty, too short, or no
-        ``TFL3`` identifier.
+      ModelFileError: missing, a folder or not a regular file, unreadable,
+        empty, too short, larger than MAX_MODEL_BYTES, or no ``TFL3`` identifier.
     """
     path = Path(path)
     if not path.exists():
@@ -172,11 +180,23 @@ def read_model(path: PathLike) -> bytes:
     if path.is_dir():
         raise ModelFileError(f"'{path}' is a folder, not a model; pass the path of a .tflite file inside it.")
     try:
-        data = path.read_bytes()
+        # A FIFO or a device would block or never end: only regular files are read.
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise ModelFileError(f"'{path}' is not a regular file (a pipe, socket or device); pass the path of a .tflite file.")
+        with open(path, "rb") as handle:
+            # The identifier first: a multi-GB file that is not a model is never read whole.
+            header = handle.read(16)
+            if header[4:8] != TFLITE_IDENTIFIER:
+                check_tflite_bytes(header, str(path))
+            handle.seek(0)
+            data = handle.read(MAX_MODEL_BYTES + 1)
     except PermissionError:
         raise ModelFileError(f"Model file '{path}' cannot be read (permission denied); check its permissions.") from None
     except OSError as e:
         raise ModelFileError(f"Model file '{path}' cannot be read ({e.strerror}); check the disk and re-copy it.") from e
+    if len(data) > MAX_MODEL_BYTES:
+        raise ModelFileError(f"Model file '{path}' is larger than {MAX_MODEL_BYTES / 2**30:g} GiB, more than a model for a "
+                             f"small device holds; check that it is the right file.")
     check_tflite_bytes(data, str(path))
     return data
 
@@ -205,6 +225,26 @@ def _tensor_info(tensor, index: int, type_names: Dict[int, str]) -> TensorInfo:
         zero_point = tuple(int(z) for z in quant.ZeroPointAsNumpy()) if quant.ZeroPointLength() else (0,) * len(scale)
     name = (tensor.Name() or b"").decode("utf-8", "replace")
     return TensorInfo(name, index, shape, signature, type_names.get(tensor.Type(), "unknown").lower(), scale, zero_point)
+
+
+# Bytes per element of each TFLite tensor type (string and resource tensors counted as 1).
+_TYPE_BYTES = {"FLOAT32": 4, "FLOAT16": 2, "BFLOAT16": 2, "FLOAT64": 8, "INT32": 4, "UINT32": 4, "INT64": 8,
+               "UINT64": 8, "INT16": 2, "UINT16": 2, "COMPLEX64": 8, "COMPLEX128": 16}
+
+
+def _check_tensor_size(path: str, tensor, index: int, shape, type_name: str) -> None:
+    """Refuses a tensor whose declared shape needs more than MAX_TENSOR_BYTES (a damaged or hostile file)."""
+    elements = 1
+    for dim in shape:
+        elements *= max(int(dim), 1)
+    size = elements * _TYPE_BYTES.get(type_name, 1)
+    if size > MAX_TENSOR_BYTES:
+        name = (tensor.Name() or b"").decode("utf-8", "replace")
+        raise ModelFileError(
+            f"'{path}' declares tensor {index} '{name}' of shape {[int(d) for d in shape]} ({size / 2**30:.1f} GiB), "
+            f"more than {MAX_TENSOR_BYTES / 2**30:g} GiB; the file is damaged or not a model for a small device. "
+            f"Re-copy or re-export it."
+        )
 
 
 def _check_buffers(model, size: int) -> set:
@@ -268,15 +308,23 @@ def parse_model(data: bytes, path: str = "model") -> ModelInfo:
                 op_counts[name] += 1
                 touched = [i for i in list(op.InputsAsNumpy() if op.InputsLength() else []) +
                            list(op.OutputsAsNumpy() if op.OutputsLength() else []) if i >= 0]
+                if any(i >= len(tensors) for i in touched):
+                    raise ValueError(f"op {op_index} ({name}) of subgraph {graph_index} uses tensor {max(touched)}, "
+                                     f"but the subgraph has {len(tensors)} tensors")
                 if any(types[i] in _FLOAT_TYPES for i in touched):
                     float_ops[name] += 1
-            for tensor in tensors:
+            for tensor_index, tensor in enumerate(tensors):
                 shape = tensor.ShapeAsNumpy() if tensor.ShapeLength() else ()
+                _check_tensor_size(path, tensor, tensor_index, shape, types[tensor_index])
                 # The Edge TPU keeps only the 3 innermost dimensions of activations; outer ones must be 1.
                 if len(shape) > 3 and any(int(d) > 1 for d in shape[:-3]) and tensor.Buffer() not in constant_buffers:
                     big_rank += 1
         main_graph = model.Subgraphs(0)
         main_tensors = [main_graph.Tensors(i) for i in range(main_graph.TensorsLength())]
+        ends = list(main_graph.InputsAsNumpy() if main_graph.InputsLength() else []) + \
+            list(main_graph.OutputsAsNumpy() if main_graph.OutputsLength() else [])
+        if any(not 0 <= int(i) < len(main_tensors) for i in ends):
+            raise ValueError(f"input/output tensor indices {[int(i) for i in ends]} outside 0..{len(main_tensors) - 1}")
         inputs = tuple(_tensor_info(main_tensors[i], int(i), type_names) for i in main_graph.InputsAsNumpy()) \
             if main_graph.InputsLength() else ()
         outputs = tuple(_tensor_info(main_tensors[i], int(i), type_names) for i in main_graph.OutputsAsNumpy()) \
@@ -354,6 +402,42 @@ def inspect_model(path: PathLike) -> ModelInfo:
       ('uint8[1,224,224,3] q=(0.0078125, 128)', True)
     """
     return parse_model(read_model(path), str(path))
+
+
+def check_image_input(info: ModelInfo) -> None:
+    """Refuses an image input that decoded images cannot be fitted to.
+
+    Images of any size are resized to the model's input, so the checks are on
+    the model: a fixed, plausible height and width, and an embedded card that
+    describes this file's input tensor (not one of another export).
+
+    Raises:
+      ModelFileError: a dynamic, zero or huge height/width, or a card whose
+        input shape or dtype differs from the tensor's.
+    """
+    if not info.inputs or len(info.inputs[0].shape) != 4:
+        return  # input_transform explains what is not an image input
+    tensor = info.inputs[0]
+    height, width = tensor.shape[1:3]
+    if any(d < 0 for d in tensor.shape_signature[1:3]):
+        raise ModelFileError(
+            f"'{info.path}' has a dynamic image size (input {tensor.describe()}); edgetl resizes images to a fixed "
+            f"size. Export the model with a fixed input size."
+        )
+    if not (1 <= height <= MAX_IMAGE_SIDE and 1 <= width <= MAX_IMAGE_SIDE):
+        raise ModelFileError(
+            f"'{info.path}' takes {height}x{width} images (input {tensor.describe()}); edgetl feeds images of 1 to "
+            f"{MAX_IMAGE_SIDE} pixels a side. The file is damaged or not an image classifier."
+        )
+    card = info.card
+    if card is not None and card.input.shape and len(card.input.shape) == 4:
+        card_size = tuple(int(d) for d in card.input.shape[1:3])
+        if card_size != (height, width) or card.input.dtype != tensor.dtype:
+            raise ModelFileError(
+                f"'{info.path}' has a {tensor.dtype} {height}x{width} input but its model card describes a "
+                f"{card.input.dtype} {card_size[0]}x{card_size[1]} one: the card belongs to another export. "
+                f"Re-export the model (edgetl export) instead of editing it."
+            )
 
 
 def format_info(info: ModelInfo, max_labels: int = 5) -> str:

@@ -11,12 +11,15 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from edgetl.errors import ConfigError, DatasetError
+from edgetl.errors import ConfigError, DatasetError, ModelFileError
 from edgetl.images import ImageReadError, load_image
+from edgetl.modelfile import check_image_input, parse_model, read_model
 from edgetl.runtime.interpreter import DelegateSpec, LoadedModel, RuntimeInfo, load_interpreter
 from edgetl.runtime.tensors import InputTransform, Triple, input_transform, to_scores
 
 PathLike = Union[str, os.PathLike]
+# Output types whose values edgetl turns into scores (integers are dequantized).
+_SCORE_TYPES = ("float32", "float16", "uint8", "int8", "int16")
 _INDEXED_LABEL = re.compile(r"^\s*(\d+)[\s:]+(.*\S)\s*$")
 
 
@@ -33,6 +36,8 @@ def read_labels(path: PathLike) -> Tuple[str, ...]:
       ConfigError: the file is missing, unreadable or empty.
     """
     path = Path(path)
+    if path.exists() and not path.is_file():  # a folder, or a FIFO that would block the read
+        raise ConfigError(f"Labels file '{path}' is not a regular file; pass a text file with one label per line.")
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
@@ -138,15 +143,35 @@ class Classifier:
           std: override of the per-channel std.
 
         Raises:
-          ModelFileError: unusable model (not an RGB image classifier...).
+          ModelFileError: unusable model (not an RGB image classifier, an
+            implausible input size, a card of another export...).
           ConfigError: the labels do not match the number of outputs.
           DelegateError: see ``load_interpreter``.
         """
-        self.loaded: LoadedModel = load_interpreter(model, delegate=delegate, threads=threads, runtime=runtime)
+        data = read_model(model)
+        # Checked before the interpreter allocates (and the sandbox runs) an implausibly large input.
+        check_image_input(parse_model(data, str(model)))
+        self.loaded: LoadedModel = load_interpreter(data, delegate=delegate, threads=threads, runtime=runtime, name=str(model))
         info = self.loaded.model
         card = info.card
         self.transform: InputTransform = input_transform(info.inputs[0], card, mean, std, model_name=info.path)
         output = info.outputs[0]
+        if output.dtype not in _SCORE_TYPES:
+            raise ModelFileError(f"'{info.path}' has a {output.dtype} output ({output.describe()}); edgetl reads class "
+                                 f"scores of type {', '.join(_SCORE_TYPES)}. Re-export the model.")
+        try:
+            computed = tuple(int(d) for d in self.loaded.interpreter.get_output_details()[0]["shape"])
+        except ValueError as e:  # e.g. a tensor name that is not UTF-8, which the runtime cannot decode
+            raise ModelFileError(f"The runtime cannot describe the output of '{info.path}' ({e}): the file is damaged. "
+                                 f"Re-copy or re-export it.") from e
+        if computed != tuple(output.shape):
+            raise ModelFileError(
+                f"'{info.path}' declares output {output.describe()} but its graph computes shape {list(computed)}: "
+                f"the file is damaged. Re-copy or re-export it."
+            )
+        if not output.shape:
+            raise ModelFileError(f"'{info.path}' has a scalar output ({output.describe()}), not class scores; "
+                                 f"edgetl predict/eval need an image classifier.")
         self.num_classes = int(np.prod(output.shape[1:])) if len(output.shape) > 1 else int(output.shape[0])
         if labels is None and card is not None:
             labels = card.labels

@@ -29,6 +29,9 @@ LOCAL = "local"
 _HOST = re.compile(r"^(?:[A-Za-z0-9._-]+@)?(?:[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.%A-Za-z]+\])$")
 _SAFE_DIR = re.compile(r"^/[A-Za-z0-9._/-]+$")
 _SSH_OPTION = re.compile(r"^[A-Za-z][A-Za-z0-9]*=.+$")
+# What OpenSSH says when an established or half-open connection goes away.
+_DROPPED = ("connection closed", "connection reset", "broken pipe", "closed by remote host", "kex_exchange_identification",
+            "timeout, server", "not responding")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,6 +132,10 @@ def _ssh_failure(host: str, stderr: str, ssh: SSHConfig) -> RemoteError:
         hint = "connect once with ssh to accept the host key, or pass --ssh-option StrictHostKeyChecking=accept-new"
     elif "could not resolve" in lowered:
         hint = "check the host name (or add it to ~/.ssh/config)"
+    elif any(words in lowered for words in _DROPPED):
+        reason = f"the connection dropped ({reason})"
+        hint = ("check the device's power and network (a Pi that reboots or a flaky Wi-Fi link), then run the same "
+                "command again")
     else:
         hint = "check that the device is on, sshd runs there and the port is right"
     return RemoteError(f"Cannot reach '{host}' over SSH: {reason}. {hint[0].upper()}{hint[1:]}; test with: {probe}")

@@ -168,10 +168,18 @@ def _history_from_csv(path: Path) -> Dict[str, List[float]]:
     return history
 
 
+class _AtomicCheckpoint(keras.callbacks.ModelCheckpoint):
+    """ModelCheckpoint that saves to a temp file and renames it: a kill mid-save never leaves a corrupt best .h5."""
+
+    def _save_handler(self, filepath):
+        with atomic_path(filepath, suffix=".h5") as tmp:
+            super()._save_handler(str(tmp))
+
+
 def _callbacks(paths: RunPaths, stage: str, config: TrainConfig, best_path: Path, echo, initial_best: Optional[float]):
     callbacks = [
         keras.callbacks.BackupAndRestore(str(paths.checkpoints / f"{stage}_backup")),
-        keras.callbacks.ModelCheckpoint(
+        _AtomicCheckpoint(
             str(best_path), monitor="val_accuracy", mode="max", save_best_only=True, save_weights_only=True,
             initial_value_threshold=initial_best,
         ),

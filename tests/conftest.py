@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,10 @@ from PIL import Image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+# Models the sandbox verified are remembered for this test session only, never in ~/.cache/edgetl.
+if "EDGETL_CACHE_DIR" not in os.environ:
+    os.environ["EDGETL_CACHE_DIR"] = tempfile.mkdtemp(prefix="edgetl-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["EDGETL_CACHE_DIR"], True)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_ASSETS = Path(os.environ.get("EDGETL_SHARED_ASSETS", REPO.parent / "shared" / "assets"))
@@ -24,12 +30,12 @@ CLASS_COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (40, 60, 
 
 
 def pytest_addoption(parser):
-    parser.addoption("--run-slow", action="store_true", help="run slow real-data tests (marked slow)")
+    parser.addoption("--run-slow", action="store_true", help="run slow tests (marked slow: real data, every backbone's int8)")
     parser.addoption("--run-edgetpu", action="store_true", help="run tests needing a Coral Edge TPU")
 
 
 def pytest_collection_modifyitems(config, items):
-    skip_slow = pytest.mark.skip(reason="slow real-data test: pass --run-slow")
+    skip_slow = pytest.mark.skip(reason="slow test: pass --run-slow")
     skip_tpu = pytest.mark.skip(reason="needs an Edge TPU: pass --run-edgetpu")
     for item in items:
         if "slow" in item.keywords and not config.getoption("--run-slow"):

@@ -139,3 +139,71 @@ def write_colour_model(path: Path, dtype: str = "float32", card: bool = True, dy
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path
+
+
+def _pack_mutated(data: bytes, edit) -> bytes:
+    model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    edit(model)
+    return _pack(model)
+
+
+def build_crashing_model(dtype: str = "float32") -> bytes:
+    """A well-formed flatbuffer that crashes LiteRT 2.3 (SIGSEGV in allocate_tensors).
+
+    The colour model with its SOFTMAX op code changed to SPLIT: SPLIT reads a
+    second input that the op does not have. Every structural check passes; only
+    running it shows the problem.
+    """
+    def edit(model):
+        code = model.operatorCodes[1]
+        code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.SPLIT
+
+    return _pack_mutated(build_colour_model(dtype), edit)
+
+
+def build_hanging_model() -> bytes:
+    """A model whose one inference never ends: WHILE (x == x) { x = x + x }."""
+    def tensor(name, tensor_type):
+        return _tensor(name, [1], tensor_type)
+
+    def code(op):
+        operator_code = schema.OperatorCodeT()
+        operator_code.builtinCode = operator_code.deprecatedBuiltinCode = op
+        operator_code.version = 1
+        return operator_code
+
+    def operator(opcode, inputs, outputs, options_type=0, options=None):
+        op = schema.OperatorT()
+        op.opcodeIndex, op.inputs, op.outputs = opcode, inputs, outputs
+        op.builtinOptionsType, op.builtinOptions = options_type, options
+        return op
+
+    def graph(name, tensors, ops):
+        subgraph = schema.SubGraphT()
+        subgraph.name, subgraph.tensors, subgraph.inputs, subgraph.outputs, subgraph.operators = name, tensors, [0], [1], ops
+        return subgraph
+
+    float32, boolean = schema.TensorType.FLOAT32, schema.TensorType.BOOL
+    loop = schema.WhileOptionsT()
+    loop.condSubgraphIndex, loop.bodySubgraphIndex = 1, 2
+    model = schema.ModelT()
+    model.version = 3
+    model.buffers = [schema.BufferT()]
+    model.operatorCodes = [code(schema.BuiltinOperator.WHILE), code(schema.BuiltinOperator.EQUAL),
+                           code(schema.BuiltinOperator.ADD)]
+    model.subgraphs = [
+        graph("main", [tensor("x", float32), tensor("y", float32)],
+              [operator(0, [0], [1], schema.BuiltinOptions.WhileOptions, loop)]),
+        graph("cond", [tensor("a", float32), tensor("same", boolean)], [operator(1, [0, 0], [1])]),
+        graph("body", [tensor("a", float32), tensor("doubled", float32)],
+              [operator(2, [0, 0], [1], schema.BuiltinOptions.AddOptions, schema.AddOptionsT())]),
+    ]
+    return _pack(model)
+
+
+def build_huge_input_model(side: int = 100_000) -> bytes:
+    """The colour model declaring a side x side RGB input (float32: 120 GB at 100,000 px)."""
+    def edit(model):
+        model.subgraphs[0].tensors[0].shape = [1, side, side, 3]
+
+    return _pack_mutated(build_colour_model("float32"), edit)

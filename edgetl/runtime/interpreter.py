@@ -25,6 +25,7 @@ import numpy as np
 from edgetl._native import capture_native_output
 from edgetl.errors import ConfigError, DelegateError, MissingDependencyError, ModelFileError, suggest
 from edgetl.modelfile import EDGETPU_CUSTOM_OP, ModelInfo, parse_model, read_model
+from edgetl.runtime.sandbox import ensure_verified
 
 RUNTIME_CHOICES = ("auto", "litert", "tflite-runtime", "tensorflow")
 DELEGATE_KINDS = ("cpu", "xnnpack", "edgetpu")
@@ -290,10 +291,27 @@ class LoadedModel:
         self.interpreter.allocate_tensors()
 
     def run(self, inputs: np.ndarray) -> np.ndarray:
-        """Sets the first input, invokes, and returns a copy of the first output."""
-        self.interpreter.set_tensor(self.input_index, inputs)
-        self.interpreter.invoke()
-        return self.interpreter.get_tensor(self.output_index).copy()
+        """Sets the first input, invokes, and returns a copy of the first output.
+
+        Raises:
+          ModelFileError: the runtime refused the input or failed to run the model.
+        """
+        try:
+            self.interpreter.set_tensor(self.input_index, inputs)
+            self.interpreter.invoke()
+            return self.interpreter.get_tensor(self.output_index).copy()
+        except (RuntimeError, ValueError) as e:
+            raise invoke_error(self, e) from e
+
+
+def invoke_error(loaded: LoadedModel, error: Exception) -> ModelFileError:
+    """The one-line error for a runtime failure while setting inputs or invoking."""
+    reason = " ".join(str(error).split())[:400] or type(error).__name__
+    return ModelFileError(
+        f"{loaded.runtime.package} {loaded.runtime.version} failed to run '{loaded.model.path}' with delegate "
+        f"'{loaded.runtime.delegate}': {reason}. The file is damaged or uses a feature this runtime lacks; re-export it "
+        f"or try another --runtime."
+    )
 
 
 def _native_message(text: str) -> str:
@@ -380,7 +398,8 @@ def load_interpreter(
 
     The structural checks (size, identifier, a full flatbuffer walk) run before
     any native code sees the bytes, and the checked bytes are what the
-    interpreter loads.
+    interpreter loads. A file not verified before is first loaded and run once
+    in a child process (``edgetl.runtime.sandbox``; EDGETL_SANDBOX=off skips it).
 
     Args:
       model: path of a ``.tflite`` file, or its bytes.
@@ -393,7 +412,8 @@ def load_interpreter(
       The LoadedModel.
 
     Raises:
-      ModelFileError: the file is missing, damaged or uses ops the runtime lacks.
+      ModelFileError: the file is missing, damaged or uses ops the runtime lacks,
+        or it crashed, hung or failed in the child process that first runs it.
       DelegateError: the delegate library cannot be loaded, or an Edge
         TPU-compiled model is run without it.
       MissingDependencyError: no runtime is installed.
@@ -416,6 +436,9 @@ def load_interpreter(
         raise ModelFileError(f"'{label}' declares no inputs or outputs; re-export the model.")
     check_delegate_fits(info, spec)
     found = find_runtime(runtime)
+    # A flatbuffer that passed every check can still crash native code: the first load of a
+    # file happens in a child process (edgetl.runtime.sandbox).
+    ensure_verified(data, info.sha256, found, spec, threads, label)
     start = time.perf_counter()
     delegates, library, library_version = [], "", ""
     if spec.kind in ("edgetpu", "external"):
