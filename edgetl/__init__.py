@@ -7,6 +7,8 @@ in ``edgetl.train``) because importing a submodule rebinds its name on the packa
 
 Example:
   >>> import edgetl
+  >>> result = edgetl.run("data/flowers", out="runs/flowers", recipe="models/mobilenet_v2_035_224.yaml")
+  >>> print(result.report.recommended, result.report.row(result.report.recommended).p50_ms)
   >>> result = edgetl.train_model(edgetl.DataConfig(path="data/flowers"),
   ...                       edgetl.ModelConfig("mobilenet_v2", alpha=0.35),
   ...                       edgetl.TrainConfig(epochs=5), out="runs/flowers")
@@ -38,6 +40,11 @@ _LAZY = {
     "benchmark": ("edgetl.bench", "benchmark"),
     "predict_images": ("edgetl.predict", "predict"),
     "run_quickstart": ("edgetl.quickstart", "quickstart"),
+    "run": ("edgetl.workflow", "run"),
+    "RunResult": ("edgetl.workflow", "RunResult"),
+    "ReportConfig": ("edgetl.config", "ReportConfig"),
+    "build_report": ("edgetl.report", "build_report"),
+    "backbone_cost": ("edgetl.model.head", "backbone_cost"),
 }
 
 

@@ -8,9 +8,11 @@ unexpected prints one line too, with ``--debug`` to see the traceback.
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import sys
+from pathlib import Path
 from typing import Optional
 
 import click
@@ -24,6 +26,29 @@ _DEBUG = {"on": False}
 def _fail(message: str, code: int = 1) -> None:
     click.echo(f"Error: {message}", err=True)
     sys.exit(code)
+
+
+# Write failures a user fixes by freeing space or choosing another place, by errno and by the words
+# TensorFlow's own exception types use for them.
+_WRITE_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+                 errno.EFBIG: "file too large", errno.EROFS: "read-only file system"}
+
+
+def _os_problem(error: Exception, text: str) -> str:
+    """The one-line message for a full disk, quota, size limit, read-only or permission error; '' otherwise."""
+    target = getattr(error, "filename", None) if isinstance(error, OSError) else None
+    if isinstance(error, PermissionError):
+        return (f"permission denied on '{target or '?'}'. Check the permissions of the file and its folder, "
+                f"or choose another path.")
+    number = getattr(error, "errno", None) if isinstance(error, OSError) else None
+    lowered = text.lower()
+    reason = _WRITE_ERRNOS.get(number) or next((words for words in _WRITE_ERRNOS.values() if words in lowered), "")
+    if not reason:
+        return ""
+    where = f" while writing '{target}'" if target else ""
+    return (f"{reason}{where} ({text[:200]}). Free some space (or raise the limit) or choose another output folder, "
+            f"then run the same command again: files edgetl finished before are intact (each is written to a "
+            f"temporary file, then renamed).")
 
 
 def handle_errors(func):
@@ -49,6 +74,9 @@ def handle_errors(func):
             if _DEBUG["on"]:
                 raise
             text = " ".join(str(e).split())[:500]
+            problem = _os_problem(e, text)
+            if problem:
+                _fail(problem, 1)
             _fail(f"unexpected {type(e).__name__}: {text} (re-run with `edgetl --debug ...` for the traceback and report it)", 1)
 
     return wrapper
@@ -70,6 +98,9 @@ def main(debug: bool, verbose: bool) -> None:
     Run `edgetl COMMAND --help` for the options of each command.
     """
     _DEBUG["on"] = debug
+    # Undecodable bytes in file names must print as \xNN, not end the command (stderr already does this).
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
@@ -87,8 +118,12 @@ _TRAIN_FLAGS = {
 }
 
 
-def _train_configs(ctx: click.Context, recipe: Optional[str]):
-    """Recipe (or defaults) + the flags the user actually typed -> data/model/train configs."""
+def _train_configs(ctx: click.Context, recipe: Optional[str], extra_flags=None):
+    """Recipe (or defaults) + the flags the user actually typed -> every stage's config.
+
+    ``extra_flags`` (param -> (section, field)) are applied only when typed, so
+    a recipe's value or the config default stands otherwise.
+    """
     import dataclasses
 
     from click.core import ParameterSource
@@ -97,9 +132,12 @@ def _train_configs(ctx: click.Context, recipe: Optional[str]):
 
     params = ctx.params
     typed = {name for name in params if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
-    overrides = {"data": {"path": params["data"]}, "model": {}, "train": {}}
+    overrides = {"data": {"path": params["data"]}, "model": {}, "train": {}, "qat": {}, "export": {}, "report": {}}
     for name, (section, field) in _TRAIN_FLAGS.items():
         if name in typed or recipe is None:
+            overrides[section][field] = params[name]
+    for name, (section, field) in (extra_flags or {}).items():
+        if name in typed:
             overrides[section][field] = params[name]
     if "seed" in typed or recipe is None:
         overrides["data"]["seed"] = overrides["train"]["seed"] = params["seed"]
@@ -111,36 +149,46 @@ def _train_configs(ctx: click.Context, recipe: Optional[str]):
     return configs
 
 
+def _train_options(func):
+    """The data/model/train flags `train` and `run` share (names map to config fields in _TRAIN_FLAGS)."""
+    options = [
+        click.option("--val", "val_path", type=click.Path(file_okay=False), default=None,
+                      help="Separate validation folder (same class folders). Default: split DATA by --val-fraction."),
+        click.option("--val-fraction", type=float, default=0.2, show_default=True, help="Share of each class held out for validation."),
+        click.option("--backbone", default="mobilenet_v2", show_default=True, help="Registry name; `edgetl backbones` lists them."),
+        click.option("--alpha", type=float, default=None, help="Width multiplier (MobileNets), e.g. 0.35. Default: the backbone's."),
+        click.option("--size", type=int, default=None, help="Square input side in pixels. Default: the backbone's (224 for MobileNets)."),
+        click.option("--weights", default="imagenet", show_default=True, help="'imagenet', 'none' (random init) or a no-top .h5 file."),
+        click.option("--weights-dir", type=click.Path(file_okay=False), default=None,
+                      help="Offline folder of Keras' ImageNet weight files (as in ~/.keras/models). Also $EDGETL_WEIGHTS_DIR."),
+        click.option("--epochs", type=int, default=10, show_default=True, help="Stage 1: epochs training the head on cached features."),
+        click.option("--lr", "learning_rate", type=float, default=1e-3, show_default=True, help="Stage 1 learning rate."),
+        click.option("--fine-tune-epochs", type=int, default=5, show_default=True, help="Stage 2: fine-tuning epochs (0 = skip stage 2)."),
+        click.option("--fine-tune-layers", type=int, default=30, show_default=True, help="Stage 2: backbone layers unfrozen from the top (-1 = all)."),
+        click.option("--fine-tune-lr", "fine_tune_learning_rate", type=float, default=1e-4, show_default=True, help="Stage 2 peak learning rate."),
+        click.option("--lr-schedule", type=click.Choice(["cosine", "constant"]), default="cosine", show_default=True, help="Stage 2 schedule."),
+        click.option("--patience", "early_stopping_patience", type=int, default=5, show_default=True, help="Early stopping patience in epochs (0 = off)."),
+        click.option("--batch-size", type=int, default=32, show_default=True),
+        click.option("--dropout", type=float, default=0.2, show_default=True, help="Dropout before the classifier."),
+        click.option("--hidden-units", type=int, default=0, show_default=True, help="Optional hidden Dense+ReLU layer in the head."),
+        click.option("--no-augment", is_flag=True, help="Turn off training augmentation (flip, rotation, zoom, contrast)."),
+        click.option("--class-weights", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+                      help="Inverse-frequency class weights; 'auto' = only for imbalanced folders."),
+        click.option("--no-cache-features", is_flag=True, help="Stage 1 through the frozen backbone every epoch (slower; for comparison)."),
+        click.option("--strategy", type=click.Choice(["auto", "mirrored", "default"]), default="auto", show_default=True,
+                      help="tf.distribute strategy; 'auto' mirrors over several GPUs."),
+        click.option("--seed", type=int, default=42, show_default=True, help="Seed of the split, initialisation and augmentation."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 @main.command()
 @click.argument("data", type=click.Path(file_okay=False, path_type=str))
 @click.option("--recipe", type=click.Path(dir_okay=False), default=None,
               help="YAML recipe (see models/*.yaml, or a run's config.yaml); flags you type override it.")
-@click.option("--val", "val_path", type=click.Path(file_okay=False), default=None,
-              help="Separate validation folder (same class folders). Default: split DATA by --val-fraction.")
-@click.option("--val-fraction", type=float, default=0.2, show_default=True, help="Share of each class held out for validation.")
-@click.option("--backbone", default="mobilenet_v2", show_default=True, help="Registry name; `edgetl backbones` lists them.")
-@click.option("--alpha", type=float, default=None, help="Width multiplier (MobileNets), e.g. 0.35. Default: the backbone's.")
-@click.option("--size", type=int, default=None, help="Square input side in pixels. Default: the backbone's (224 for MobileNets).")
-@click.option("--weights", default="imagenet", show_default=True, help="'imagenet', 'none' (random init) or a no-top .h5 file.")
-@click.option("--weights-dir", type=click.Path(file_okay=False), default=None,
-              help="Offline folder of Keras' ImageNet weight files (as in ~/.keras/models). Also $EDGETL_WEIGHTS_DIR.")
-@click.option("--epochs", type=int, default=10, show_default=True, help="Stage 1: epochs training the head on cached features.")
-@click.option("--lr", "learning_rate", type=float, default=1e-3, show_default=True, help="Stage 1 learning rate.")
-@click.option("--fine-tune-epochs", type=int, default=5, show_default=True, help="Stage 2: fine-tuning epochs (0 = skip stage 2).")
-@click.option("--fine-tune-layers", type=int, default=30, show_default=True, help="Stage 2: backbone layers unfrozen from the top (-1 = all).")
-@click.option("--fine-tune-lr", "fine_tune_learning_rate", type=float, default=1e-4, show_default=True, help="Stage 2 peak learning rate.")
-@click.option("--lr-schedule", type=click.Choice(["cosine", "constant"]), default="cosine", show_default=True, help="Stage 2 schedule.")
-@click.option("--patience", "early_stopping_patience", type=int, default=5, show_default=True, help="Early stopping patience in epochs (0 = off).")
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--dropout", type=float, default=0.2, show_default=True, help="Dropout before the classifier.")
-@click.option("--hidden-units", type=int, default=0, show_default=True, help="Optional hidden Dense+ReLU layer in the head.")
-@click.option("--no-augment", is_flag=True, help="Turn off training augmentation (flip, rotation, zoom, contrast).")
-@click.option("--class-weights", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
-              help="Inverse-frequency class weights; 'auto' = only for imbalanced folders.")
-@click.option("--no-cache-features", is_flag=True, help="Stage 1 through the frozen backbone every epoch (slower; for comparison).")
-@click.option("--strategy", type=click.Choice(["auto", "mirrored", "default"]), default="auto", show_default=True,
-              help="tf.distribute strategy; 'auto' mirrors over several GPUs.")
-@click.option("--seed", type=int, default=42, show_default=True, help="Seed of the split, initialisation and augmentation.")
+@_train_options
 @click.option("--out", "out", type=click.Path(file_okay=False), default=None,
               help="Run directory. Default: runs/<backbone>. Re-running resumes from its checkpoints.")
 @click.option("--fresh", is_flag=True, help="Ignore checkpoints in --out and start over.")
@@ -161,6 +209,9 @@ def train(recipe, out, fresh, **_):
 
     configs = _train_configs(click.get_current_context(), recipe)
     get(configs["model"].backbone)  # unknown names fail here, before TensorFlow loads
+    from edgetl.data.folder import check_layout
+
+    check_layout(configs["data"].path, configs["data"].val_path, configs["data"].min_images_per_class)  # so does a bad folder
     from edgetl.train import train as run_training
 
     result = run_training(configs["data"], configs["model"], configs["train"],
@@ -168,22 +219,132 @@ def train(recipe, out, fresh, **_):
     click.echo(result.summary())
 
 
+# `run` flags beyond the train ones: applied only when typed (a recipe's value stands otherwise).
+_RUN_FLAGS = {
+    "qat_epochs": ("qat", "epochs"), "qat_lr": ("qat", "learning_rate"),
+    "variants": ("export", "variants"), "io_type": ("export", "io_type"),
+    "calibration_images": ("export", "calibration_images"), "edgetpu": ("export", "edgetpu"),
+    "bench_threads": ("report", "threads"), "bench_seconds": ("report", "bench_seconds"), "bench_runs": ("report", "bench_runs"),
+    "max_drop": ("report", "max_drop"), "prefer": ("report", "prefer"),
+}
+
+
+@main.command("run")
+@click.argument("data", type=click.Path(file_okay=False, path_type=str))
+@click.option("--recipe", type=click.Path(dir_okay=False), default=None,
+              help="YAML recipe (see models/*.yaml, or a run's config.yaml); flags you type override it.")
+@_train_options
+@click.option("--qat-epochs", type=int, default=3, show_default=True, help="Quantization-aware fine-tuning epochs.")
+@click.option("--qat-lr", type=float, default=1e-5, show_default=True, help="QAT learning rate (keep it low).")
+@click.option("--variants", default="fp32,fp16,dynamic,int8,qat-int8", show_default=True, metavar="V[,V...]",
+              help="Exported variants; QAT runs only when qat-int8 is among them.")
+@click.option("--io-type", type=click.Choice(["uint8", "int8"]), default="uint8", show_default=True,
+              help="Input/output dtype of the integer variants.")
+@click.option("--calibration-images", type=int, default=300, show_default=True, help="Training images calibrating int8 PTQ.")
+@click.option("--edgetpu", is_flag=True, help="Also compile the integer variants with edgetpu_compiler (when on PATH).")
+@click.option("--bench-threads", default=None, metavar="N[,N...]", help="Thread counts benchmarked. Default: 1 and all usable cores.")
+@click.option("--bench-seconds", type=float, default=1.0, show_default=True, help="Minimum timed seconds per file and thread count.")
+@click.option("--bench-runs", type=int, default=50, show_default=True, help="Minimum timed runs per file and thread count.")
+@click.option("--max-drop", type=float, default=1.0, show_default=True,
+              help="Recommend only files within this many accuracy points of the Keras float model.")
+@click.option("--prefer", type=click.Choice(["latency", "size"]), default="latency", show_default=True,
+              help="Among those files, recommend the fastest (p50) or the smallest.")
+@click.option("--out", "out", type=click.Path(file_okay=False), default=None,
+              help="Run directory. Default: runs/<backbone>. Re-running skips finished stages.")
+@click.option("--fresh", is_flag=True, help="Delete the run's checkpoints and results and start over.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@handle_errors
+def run_command(recipe, out, fresh, no_progress, **_):
+    """Everything: train, QAT, export all variants, evaluate and benchmark each file, report.
+
+    DATA holds one sub-folder per class. Each stage is skipped when its outputs
+    are already in --out and were made with the same settings, so running the
+    same command again after a failure or Ctrl-C continues where it stopped.
+
+    The run directory ends with report.md, report.json and report.csv: one row
+    per exported file with its size, its accuracy measured by running the file on
+    the validation split, the change against the Keras float model, p50/p90
+    latency on this machine and the speed-up over fp32, plus plots/ and the
+    recommended file (the fastest within --max-drop points of float, by default).
+
+    \b
+    Examples:
+      edgetl run data/flowers --recipe models/mobilenet_v2_035_224.yaml --out runs/flowers
+      edgetl run data/flowers --backbone mobilenet_v3_small_minimalistic --variants int8,qat-int8 --edgetpu
+      edgetl run data/flowers --out runs/flowers --max-drop 0.5 --prefer size   # re-report with another rule
+    """
+    from edgetl.export.variants import parse_variants
+
+    ctx = click.get_current_context()
+    params = ctx.params
+    params["variants"] = parse_variants(params["variants"])
+    params["bench_threads"] = _int_list(params["bench_threads"], "--bench-threads")
+    configs = _train_configs(ctx, recipe, _RUN_FLAGS)
+    if not params["variants"]:
+        raise click.BadParameter("give at least one variant, e.g. int8", param_hint="--variants")
+    from edgetl.workflow import check_plan, run_configs
+
+    check_plan(configs)  # impossible combinations fail here, before TensorFlow loads
+    result = run_configs(configs, out or f"runs/{configs['model'].backbone}", fresh=fresh, echo=click.echo,
+                         progress=not no_progress and sys.stderr.isatty())
+    click.echo("")
+    click.echo(result.summary())
+
+
 @main.command()
 @click.argument("pattern", default="*")
+@click.option("--details", is_flag=True,
+              help="Also build each backbone (random weights) to count parameters and MACs, and look for local ImageNet files.")
+@click.option("--alpha", type=float, default=None, help="Width multiplier for --details. Default: each backbone's.")
+@click.option("--size", type=int, default=None, help="Input side for --details. Default: each backbone's.")
+@click.option("--weights-dir", type=click.Path(file_okay=False), default=None,
+              help="Offline weights folder searched by --details (also $EDGETL_WEIGHTS_DIR, ~/.keras/models).")
 @handle_errors
-def backbones(pattern):
-    """List registered backbones (optionally matching a glob PATTERN)."""
+def backbones(pattern, details, alpha, size, weights_dir):
+    """List registered backbones (optionally matching a glob PATTERN).
+
+    Shows the default input size, the widths (alpha) it accepts, which have
+    ImageNet weights, and whether every op maps to the Edge TPU. --details
+    builds each one without its top (needs TensorFlow; a few seconds each) and
+    adds parameters, MACs per image (convolutions and dense layers) and the
+    local ImageNet weights file, if any.
+
+    \b
+    Examples:
+      edgetl backbones
+      edgetl backbones 'mobilenet*' --details --size 160
+    """
+    from edgetl._table import format_table
     from edgetl.model.registry import get, list_backbones
 
     names = list_backbones(pattern)
     if not names:
         raise EdgetlError(f"No backbone matches '{pattern}'. Run 'edgetl backbones' to list all.")
-    click.echo(f"{'name':34} {'size':>5} {'alphas':24} {'ImageNet alphas':20} {'EdgeTPU':7}  notes")
+    headers = ["name", "size", "alphas", "ImageNet alphas", "EdgeTPU"]
+    if details:
+        headers += ["alpha", "params M", "MACs M", "local ImageNet file"]
+    rows = []
+    costs = {}
+    if details:
+        from tqdm import tqdm
+
+        from edgetl.model.head import backbone_cost
+
+        for name in tqdm(names, desc="building", unit="backbone", leave=False, disable=None):
+            spec = get(name)
+            costs[name] = backbone_cost(name, alpha if spec.alphas else None, size, weights_dir)
     for name in names:
         spec = get(name)
-        alphas = ",".join(str(a) for a in spec.alphas) or "-"
-        imagenet = ",".join(str(a) for a in spec.imagenet_alphas) or "yes"
-        click.echo(f"{name:34} {spec.default_size:>5} {alphas:24} {imagenet:20} {'yes' if spec.edgetpu_friendly else 'no':7}  {spec.description}")
+        row = [name, spec.default_size if not details else costs[name].size, ",".join(str(a) for a in spec.alphas) or "-",
+               ",".join(str(a) for a in spec.imagenet_alphas) or "yes", "yes" if spec.edgetpu_friendly else "no"]
+        if details:
+            cost = costs[name]
+            row += [cost.alpha if cost.alpha is not None else "-", round(cost.params / 1e6, 2), round(cost.macs / 1e6, 1),
+                    Path(cost.imagenet_file).name if cost.imagenet_file else "-"]
+        rows.append(row)
+    click.echo(format_table(headers, rows))
+    if not details:
+        click.echo("\n".join(f"  {name}: {get(name).description}" for name in names if get(name).description))
 
 
 # === Device side: bench / eval / predict / inspect (TensorFlow-free; modules imported inside each command) ===

@@ -233,6 +233,8 @@ def load_yaml(path: str) -> Dict[str, Any]:
     Raises:
       ConfigError: when the file is missing, malformed or not a mapping.
     """
+    if Path(path).exists() and not Path(path).is_file():  # a folder, or a FIFO that would block the read
+        raise ConfigError(f"Config file '{path}' is not a regular file; pass the path of a YAML file.")
     try:
         with open(path, "r", encoding="utf-8") as handle:
             data = yaml.safe_load(handle)
@@ -242,7 +244,10 @@ def load_yaml(path: str) -> Dict[str, Any]:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"Config file '{path}' is not valid YAML{where}: {getattr(e, 'problem', e)}.") from None
-    except (OSError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"Config file '{path}' is not UTF-8 text (byte {e.object[e.start:e.start + 1]!r} at offset "
+                          f"{e.start}); save it as UTF-8.") from None
+    except OSError as e:
         raise ConfigError(f"Config file '{path}' cannot be read: {e}.") from None
     if data is None:
         return {}
@@ -331,3 +336,43 @@ class ExportConfig:
         _check_range("calibration_images", self.calibration_images, 1, 10**6)
         _check_range("verify_images", self.verify_images, 1, 10**7)
         _check_range("max_accuracy_drop", self.max_accuracy_drop, 0.0, 100.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportConfig:
+    """How ``edgetl run`` measures the exported files and picks the one to ship (stage `report`).
+
+    Every exported file is evaluated on the whole validation split and
+    benchmarked on this host at each thread count; the report recommends the
+    variant that the rule below picks.
+
+    Attributes:
+      threads: interpreter thread counts to benchmark; empty = 1 and all usable cores.
+      delegate: benchmark delegate: 'xnnpack' (the runtime's default CPU path) or 'cpu'.
+      bench_runs: minimum timed runs per file and thread count.
+      bench_seconds: minimum seconds of timed runs per file and thread count.
+      max_drop: accuracy points (vs the Keras float model) a variant may lose
+        and still be recommended.
+      prefer: among the variants within ``max_drop``: 'latency' picks the
+        fastest (p50), 'size' the smallest file.
+    """
+
+    threads: Tuple[int, ...] = ()
+    delegate: str = "xnnpack"
+    bench_runs: int = 50
+    bench_seconds: float = 1.0
+    max_drop: float = 1.0
+    prefer: str = "latency"
+
+    def __post_init__(self):
+        threads = self.threads
+        if isinstance(threads, (int, float)) and not isinstance(threads, bool):
+            threads = (threads,)
+        if not isinstance(threads, (list, tuple)) or any(isinstance(t, bool) or not isinstance(t, int) or t < 1 for t in threads):
+            raise ConfigError(f"`threads` must be a list of integers >= 1 (e.g. [1, 2, 4]), got {self.threads!r}.")
+        object.__setattr__(self, "threads", tuple(dict.fromkeys(threads)))
+        _check_choice("delegate", self.delegate, ("xnnpack", "cpu"))
+        _check_range("bench_runs", self.bench_runs, 1, 10**6)
+        _check_range("bench_seconds", self.bench_seconds, 0.0, 3600.0)
+        _check_range("max_drop", self.max_drop, 0.0, 100.0)
+        _check_choice("prefer", self.prefer, ("latency", "size"))

@@ -260,21 +260,67 @@ def evaluate(model: str, data: str, config: EvalConfig = EvalConfig()) -> EvalRe
             )
         mapping[name] = index
     folder = scan_folder(data, class_names=folder_names, verify=False, min_images_per_class=1)
-    class_index = [mapping[name] for name in folder.class_names]
+    return _evaluate_items(classifier, model, str(data), folder.paths, folder.labels, folder.class_names,
+                           [mapping[name] for name in folder.class_names], list(folder.skipped), config, start)
+
+
+def evaluate_split(model: str, paths: Sequence[str], labels: Sequence[int], class_names: Sequence[str],
+                   config: EvalConfig = EvalConfig(), name: str = "validation split") -> EvalResult:
+    """Accuracy of a ``.tflite`` on a list of images, e.g. the validation split a run recorded.
+
+    ``class_names[labels[i]]`` is the true class of ``paths[i]``; class names
+    are matched to the model's labels as ``evaluate`` matches folder names.
+
+    Args:
+      model: the ``.tflite`` file.
+      paths: image files.
+      labels: index into ``class_names`` of each image.
+      class_names: the classes, e.g. a run's ``dataset.json`` class names.
+      config: options (``labels_file`` overrides the card's labels).
+      name: what the images are, shown as the result's ``data``.
+
+    Raises:
+      DatasetError: no images, or a class name matching no label of the model.
+
+    Example:
+      >>> record = RunPaths.of("runs/flowers").load_dataset()
+      >>> paths, labels = record.paths_labels("val")
+      >>> evaluate_split("runs/flowers/export/model_int8.tflite", paths, labels, record.class_names)
+    """
+    start = time.perf_counter()
+    if not len(paths):
+        raise DatasetError(f"No images to evaluate '{model}' on ({name} is empty).")
+    labels_override = read_labels(config.labels_file) if config.labels_file else None
+    delegate = DelegateSpec.parse(config.delegate, config.delegate_options)
+    classifier = Classifier(model, delegate, config.threads, config.runtime, labels_override, config.mean, config.std)
+    class_index = []
+    for class_name in class_names:
+        index = _match_label(class_name, classifier.labels)
+        if index is None:
+            raise DatasetError(f"Class '{class_name}' matches none of the labels of '{model}'; "
+                               f"was it exported from another run?{suggest(class_name, [l for l in classifier.labels if l])}")
+        class_index.append(index)
+    return _evaluate_items(classifier, model, name, list(paths), list(labels), list(class_names), class_index, [],
+                           config, start)
+
+
+def _evaluate_items(classifier: Classifier, model: str, data: str, paths: Sequence[str], labels: Sequence[int],
+                    class_names: Sequence[str], class_index: Sequence[int], skipped: List[SkippedFile],
+                    config: EvalConfig, start: float) -> EvalResult:
+    """The shared loop: decode ahead in threads, run in batches, count top-1/top-k and the confusion matrix."""
     column_of = {label_index: column for column, label_index in enumerate(class_index)}
     has_other = len(set(class_index)) < classifier.num_classes
-    columns = tuple(folder.class_names) + ((OTHER,) if has_other else ())
-    confusion = np.zeros((len(folder.class_names), len(columns)), dtype=np.int64)
+    columns = tuple(class_names) + ((OTHER,) if has_other else ())
+    confusion = np.zeros((len(class_names), len(columns)), dtype=np.int64)
     k = min(config.top_k, classifier.num_classes)
     top1 = topk = evaluated = 0
-    skipped: List[SkippedFile] = list(folder.skipped)
     batch = config.batch_size if classifier.max_batch is None else max(classifier.max_batch, 1)
     workers = config.decode_workers or min(8, os.cpu_count() or 1)
-    batches = _decoded(classifier, folder.paths, batch, workers)
+    batches = _decoded(classifier, paths, batch, workers)
     if config.progress:
         from tqdm import tqdm
 
-        batches = tqdm(batches, total=-(-len(folder.paths) // batch), desc="evaluating", unit="batch", leave=False)
+        batches = tqdm(batches, total=-(-len(paths) // batch), desc="evaluating", unit="batch", leave=False)
     for kept, pixels, bad in batches:
         skipped.extend(bad)
         if not kept:
@@ -282,17 +328,17 @@ def evaluate(model: str, data: str, config: EvalConfig = EvalConfig()) -> EvalRe
         scores = classifier.scores(pixels)
         for row, index in zip(classifier.top_k(scores, k), kept):
             indices = row[0]
-            true_class = folder.labels[index]
+            true_class = labels[index]
             target = class_index[true_class]
             top1 += indices[0] == target
             topk += target in indices
             confusion[true_class, column_of.get(indices[0], len(columns) - 1)] += 1
             evaluated += 1
     if evaluated == 0:
-        raise DatasetError(f"None of the {len(folder.paths)} images under '{data}' could be decoded; see the skipped files.")
+        raise DatasetError(f"None of the {len(paths)} images of '{data}' could be decoded; see the skipped files.")
     predicted = confusion.sum(axis=0)
     per_class = []
-    for row, name in enumerate(folder.class_names):
+    for row, name in enumerate(class_names):
         images = int(confusion[row].sum())
         correct = int(confusion[row, row])
         per_class.append(ClassMetrics(

@@ -1,8 +1,8 @@
-"""``edgetl quickstart``: the whole pipeline, offline, on a generated dataset -> QuickstartResult.
+"""``edgetl quickstart``: ``edgetl run`` on a generated dataset, offline -> QuickstartResult.
 
-Draws a small shapes dataset (``edgetl.demo_data``), trains MobileNetV2
-alpha 0.35 at 96 px, runs QAT, exports every variant (each verified on the
-validation images), and benchmarks each exported file on this host. ImageNet
+Draws a small shapes dataset (``edgetl.demo_data``) and runs the whole
+pipeline on it: MobileNetV2 alpha 0.35 at 96 px, QAT, every export variant,
+each file evaluated and benchmarked on this host, and the report. ImageNet
 weights are used when a local copy exists (``--weights-dir``,
 ``$EDGETL_WEIGHTS_DIR`` or ``~/.keras/models``); nothing is downloaded.
 """
@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, Optional
 
-from edgetl.config import DataConfig, ExportConfig, ModelConfig, QATConfig, TrainConfig
+from edgetl.config import DataConfig, ExportConfig, ModelConfig, QATConfig, ReportConfig, TrainConfig
 
 BACKBONE = "mobilenet_v2"
 ALPHA = 0.35
@@ -25,55 +25,36 @@ class QuickstartResult:
     """What the quickstart produced.
 
     Attributes:
-      run_dir: the run directory (data/ holds the generated images).
       weights: 'imagenet (<file>)' or 'random init'.
-      val_accuracy: Keras float accuracy after training.
-      qat_accuracy: Keras QAT accuracy.
-      export: the ExportResult (per-variant size and accuracy of the files).
-      bench: one BenchResult per exported file.
+      data_dir: the generated image folder.
+      run: the RunResult of ``edgetl run`` on it (stages and report).
     """
 
-    run_dir: str
     weights: str
-    val_accuracy: float
-    qat_accuracy: Optional[float]
-    export: object
-    bench: List[object]
+    data_dir: str
+    run: object
+
+    @property
+    def run_dir(self) -> str:
+        return self.run.run_dir
 
     def summary(self) -> str:
-        """One table: variant, size, accuracy of the file, latency, speed-up vs fp32."""
-        latency = {Path(b.model).name: b for b in self.bench}
-        fp32 = next((latency[Path(v.path).name].p50_ms for v in self.export.variants if v.variant == "fp32"), None)
-        lines = [
-            f"weights: {self.weights}",
-            f"Keras float val accuracy {self.val_accuracy:.2%}"
-            + (f", QAT {self.qat_accuracy:.2%}" if self.qat_accuracy is not None else ""),
-            "",
-            f"{'variant':9} {'size KB':>8} {'accuracy':>9} {'p50 ms':>8} {'p90 ms':>8} {'speed-up':>9}",
-        ]
-        for variant in self.export.variants:
-            bench = latency.get(Path(variant.path).name)
-            accuracy = f"{variant.accuracy:.2%}" if variant.accuracy is not None else "-"
-            p50 = f"{bench.p50_ms:.2f}" if bench else "-"
-            p90 = f"{bench.p90_ms:.2f}" if bench else "-"
-            speedup = f"{fp32 / bench.p50_ms:.2f}x" if bench and fp32 else "-"
-            lines.append(f"{variant.variant:9} {variant.size_bytes / 1024:>8.0f} {accuracy:>9} {p50:>8} {p90:>8} {speedup:>9}")
-        lines += ["", f"files: {self.export.out_dir} (labels and preprocessing embedded; see `edgetl inspect`)"]
-        lines.extend(f"WARNING: {warning}" for warning in self.export.warnings)
-        return "\n".join(lines)
+        """The weights used, then the run's stage lines and report table."""
+        return f"weights: {self.weights}\n{self.run.summary()}"
 
 
 def quickstart(out: str = "runs/quickstart", weights_dir: Optional[str] = None, epochs: int = 10,
-               echo: Callable[[str], None] = print) -> QuickstartResult:
-    """Runs data -> train -> qat -> export -> bench on a generated dataset, offline.
+               echo: Callable[[str], None] = print, progress: bool = True) -> QuickstartResult:
+    """Runs ``edgetl run`` on a generated shapes dataset, offline, ending in the report.
 
-    Re-running reuses the finished training (the train stage resumes).
+    Re-running continues or reuses the finished stages (see ``edgetl.workflow``).
 
     Args:
-      out: run directory.
+      out: folder holding ``data/`` (the generated images) and ``run/`` (the run directory).
       weights_dir: folder of Keras' ImageNet weight files.
       epochs: head epochs (fine-tuning and QAT epochs scale from it).
       echo: progress lines.
+      progress: progress bars.
 
     Example:
       >>> print(quickstart("runs/quickstart").summary())
@@ -98,28 +79,17 @@ def quickstart(out: str = "runs/quickstart", weights_dir: Optional[str] = None, 
         echo(f"No local ImageNet weights for {BACKBONE} alpha {ALPHA} (looked in --weights-dir, $EDGETL_WEIGHTS_DIR, "
              f"~/.keras/models). Running from RANDOM INIT: expect near-chance accuracy. Copy "
              f"'mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{ALPHA}_224_no_top.h5' into one of those folders for a real result.")
-    echo(f"[1/4] data: generated shapes dataset in {data_dir}; weights: {weights}")
+    echo(f"data: generated shapes dataset in {data_dir}; weights: {weights}")
 
-    from edgetl.train import train
+    from edgetl.workflow import run_configs
 
-    run_dir = root / "run"
-    trained = train(DataConfig(path=str(data_dir), batch_size=32), model,
-                    TrainConfig(epochs=epochs, fine_tune_epochs=max(1, epochs // 3), fine_tune_layers=30),
-                    out=str(run_dir), echo=echo)
-    echo(f"[2/4] train: val accuracy {trained.val_accuracy:.2%}")
-
-    from edgetl.qat import quantize_aware_finetune
-
-    qat = quantize_aware_finetune(str(run_dir), QATConfig(epochs=max(1, epochs // 5)), echo=echo)
-    echo(f"[3/4] qat: Keras QAT accuracy {qat.qat_accuracy:.2%} (float {qat.float_accuracy:.2%})")
-
-    from edgetl.export.tflite import export_run
-
-    exported = export_run(str(run_dir), ExportConfig(variants=("fp32", "fp16", "dynamic", "int8", "qat-int8")), echo=echo)
-    echo(exported.summary())
-
-    from edgetl.bench import BenchConfig, benchmark
-
-    results = benchmark([v.path for v in exported.variants], BenchConfig(runs=30, min_seconds=0.5, max_seconds=5.0))
-    echo("[4/4] bench: done")
-    return QuickstartResult(str(run_dir), weights, trained.val_accuracy, qat.qat_accuracy, exported, results)
+    configs = {
+        "data": DataConfig(path=str(data_dir), batch_size=32),
+        "model": model,
+        "train": TrainConfig(epochs=epochs, fine_tune_epochs=max(1, epochs // 3), fine_tune_layers=30),
+        "qat": QATConfig(epochs=max(1, epochs // 5)),
+        "export": ExportConfig(variants=("fp32", "fp16", "dynamic", "int8", "qat-int8")),
+        "report": ReportConfig(bench_runs=30, bench_seconds=0.5),
+    }
+    result = run_configs(configs, str(root / "run"), echo=echo, progress=progress)
+    return QuickstartResult(weights, str(data_dir), result)

@@ -251,6 +251,93 @@ def is_flat(model) -> bool:
 
 
 def load_model(path: Union[str, Path]):
-    """Loads a saved edgetl Keras model with ``safe_mode=True`` (no arbitrary code)."""
-    return keras.models.load_model(str(path), compile=False, safe_mode=True)
+    """Loads a saved edgetl Keras model with ``safe_mode=True`` (no arbitrary code).
 
+    Raises:
+      RunDirError: the file is damaged, truncated or not a Keras model, or it
+        holds Python code (a Lambda layer) that safe mode refuses to run.
+    """
+    from edgetl.errors import RunDirError
+
+    try:
+        return keras.models.load_model(str(path), compile=False, safe_mode=True)
+    except ValueError as e:
+        if "safe_mode" in str(e) or "arbitrary code" in str(e):
+            raise RunDirError(
+                f"'{path}' holds Python code (a Lambda layer); edgetl loads models with safe_mode=True and never runs "
+                f"code from a model file. Train the model with edgetl train, whose models have no Lambda layers."
+            ) from None
+        raise RunDirError(f"'{path}' is not a Keras model edgetl can load ({' '.join(str(e).split())[:200]}); "
+                          f"re-run edgetl train.") from e
+    except (OSError, KeyError, TypeError, AttributeError) as e:  # h5py/zipfile errors of a damaged or foreign file
+        raise RunDirError(f"'{path}' is damaged or truncated and cannot be loaded ({type(e).__name__}: "
+                          f"{' '.join(str(e).split())[:200]}); re-run edgetl train to write it again.") from e
+
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneCost:
+    """Size and compute of a backbone without its ImageNet top.
+
+    Attributes:
+      name: registry name.
+      alpha: width multiplier built (None when the backbone has none).
+      size: square input side.
+      params: parameters (weights) of the backbone.
+      macs: multiply-accumulates of one image through the convolutions and
+        dense layers (the usual convention of the MobileNet/EfficientNet
+        papers; element-wise ops and BatchNorm, which folds away, are not counted).
+      imagenet_file: the local ImageNet weights file found, '' when none.
+    """
+
+    name: str
+    alpha: Optional[float]
+    size: int
+    params: int
+    macs: int
+    imagenet_file: str = ""
+
+
+def count_macs(model) -> int:
+    """Multiply-accumulates of one input through ``model``'s Conv2D, DepthwiseConv2D and Dense layers."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
+            _, height, width, channels = layer.output_shape
+            total += height * width * channels * layer.kernel_size[0] * layer.kernel_size[1]
+        elif isinstance(layer, keras.layers.Conv2D):
+            _, height, width, out_channels = layer.output_shape
+            in_channels = layer.input_shape[-1]
+            total += (height * width * out_channels * layer.kernel_size[0] * layer.kernel_size[1]
+                      * in_channels // layer.groups)
+        elif isinstance(layer, keras.layers.Dense):
+            positions = 1
+            for dim in layer.output_shape[1:-1]:
+                positions *= dim
+            total += positions * layer.input_shape[-1] * layer.units
+    return int(total)
+
+
+def backbone_cost(name: str, alpha: Optional[float] = None, size: Optional[int] = None,
+                  weights_dir: Optional[str] = None) -> BackboneCost:
+    """Builds ``name`` (random weights, no top) and counts its parameters and MACs.
+
+    Example:
+      >>> cost = backbone_cost("mobilenet_v2", alpha=1.0, size=224)
+      >>> round(cost.macs / 1e6)   # the paper's 300 M, less the 1.3 M of its ImageNet classifier
+      299
+    """
+    resolved = resolve(ModelConfig(name, alpha=alpha, size=size, weights="none"))
+    local = ""
+    if resolved.spec.has_imagenet(resolved.alpha):
+        try:
+            found = resolve(ModelConfig(name, alpha=alpha, size=size, weights="imagenet", weights_dir=weights_dir)).weights
+            local = found if found and found != "imagenet" else ""
+        except WeightsError:
+            local = ""
+    inputs = keras.Input(shape=(resolved.size, resolved.size, 3))
+    backbone = _build_backbone(resolved, inputs)
+    try:
+        return BackboneCost(name, resolved.alpha, resolved.size, int(backbone.count_params()), count_macs(backbone), local)
+    finally:
+        keras.backend.clear_session()

@@ -1,0 +1,402 @@
+"""The comparison report of a run: one row per exported file, a recommended variant (no TensorFlow).
+
+The report is built from what the stages left on disk (``train_result.json``,
+``qat/qat_result.json``, ``export/manifest.json``, ``eval/*.json``,
+``bench/bench.json``), so it can be rebuilt at any time and every figure in it
+was measured on the exported files themselves. Written as ``report.md``,
+``report.json`` and ``report.csv`` in the run directory, with PNG plots in
+``plots/``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime
+import io
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+from edgetl import __version__
+from edgetl._atomic import write_json, write_text
+from edgetl.config import ReportConfig
+from edgetl.errors import RunDirError
+from edgetl.run_dir import RunPaths
+
+REPORT_MD = "report.md"
+REPORT_JSON = "report.json"
+REPORT_CSV = "report.csv"
+EVAL_DIR = "eval"
+BENCH_FILE = "bench.json"
+
+_CSV_COLUMNS = ("variant", "file", "size_mb", "accuracy", "delta_pts", "p50_ms", "p90_ms", "threads", "speedup",
+                "agreement", "flagged", "recommended", "sha256")
+
+
+@dataclasses.dataclass
+class VariantRow:
+    """One exported file in the report.
+
+    Attributes:
+      variant: variant name (fp32, fp16, dynamic, int8, qat-int8).
+      file: the ``.tflite`` file name (in the run's export folder).
+      size_bytes: file size.
+      accuracy: top-1 on the validation split, measured by running this file.
+      delta_pts: ``accuracy`` minus the Keras float accuracy, in points.
+      p50_ms: median latency at ``threads`` (the fastest thread count measured).
+      p90_ms: 90th percentile latency at ``threads``.
+      threads: the thread count of ``p50_ms``/``p90_ms``.
+      speedup: the fp32 file's best p50 divided by this file's best p50.
+      agreement: share of validation images where this file's top-1 equals
+        the Keras float model's (from the export's verification).
+      flagged: the export flagged this file's accuracy drop.
+      sha256: file digest.
+    """
+
+    variant: str
+    file: str
+    size_bytes: int
+    accuracy: Optional[float]
+    delta_pts: Optional[float]
+    p50_ms: Optional[float]
+    p90_ms: Optional[float]
+    threads: Optional[int]
+    speedup: Optional[float]
+    agreement: Optional[float]
+    flagged: bool
+    sha256: str
+
+    @property
+    def size_mb(self) -> float:
+        return self.size_bytes / 1e6
+
+
+@dataclasses.dataclass
+class Report:
+    """A run's comparison of its exported files.
+
+    Attributes:
+      run_dir: the run directory.
+      created: ISO time the report was built.
+      data: the training data folder and split sizes.
+      model: backbone, alpha, input size and starting weights.
+      float_accuracy: the Keras float model's top-1 on the validation split.
+      qat_accuracy: the Keras QAT model's top-1 on the same images (None without QAT).
+      val_images: validation images every file was evaluated on.
+      rows: one per exported file, in export order.
+      recommended: the variant the rule picks (None when no file was measured).
+      reason: why it was picked, in words.
+      rule: the rule's settings (max_drop, prefer).
+      sweep: every (variant, threads) latency measured.
+      host: the machine the files were benchmarked on.
+      versions: edgetl, training stack and TFLite runtime versions.
+      plots: PNG files of the report, relative to the run directory.
+      warnings: problems found while exporting or measuring.
+    """
+
+    run_dir: str
+    created: str
+    data: Dict[str, Any]
+    model: Dict[str, Any]
+    float_accuracy: Optional[float]
+    qat_accuracy: Optional[float]
+    val_images: int
+    rows: List[VariantRow]
+    recommended: Optional[str]
+    reason: str
+    rule: Dict[str, Any]
+    sweep: List[Dict[str, Any]]
+    host: Dict[str, Any]
+    versions: Dict[str, str]
+    plots: List[str] = dataclasses.field(default_factory=list)
+    warnings: List[str] = dataclasses.field(default_factory=list)
+
+    def row(self, variant: str) -> VariantRow:
+        """The row of ``variant``; KeyError when it was not exported."""
+        for row in self.rows:
+            if row.variant == variant:
+                return row
+        raise KeyError(variant)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-ready dictionary (``report.json``)."""
+        data = dataclasses.asdict(self)
+        for row, out in zip(self.rows, data["rows"]):
+            out["size_mb"] = round(row.size_mb, 3)
+            out["recommended"] = row.variant == self.recommended
+        return data
+
+    def table_rows(self) -> List[List[Any]]:
+        """The main table's cells, one list per file (None = not measured)."""
+        rows = []
+        for row in self.rows:
+            rows.append([
+                row.variant + (" *" if row.variant == self.recommended else ""), row.file, round(row.size_mb, 2),
+                _pct(row.accuracy), _signed(row.delta_pts), _round(row.p50_ms), _round(row.p90_ms), row.threads,
+                f"{row.speedup:.2f}x" if row.speedup else None,
+            ])
+        return rows
+
+    HEADERS = ("variant", "file", "size MB", "accuracy", "Δ vs float", "p50 ms", "p90 ms", "threads", "speed-up")
+
+    def format(self) -> str:
+        """The terminal version: the table, the recommendation, where the files are."""
+        from edgetl._table import format_table
+
+        lines = [self._headline(), "", format_table(self.HEADERS, self.table_rows()), "",
+                 f"Recommended: {self.recommended or '-'} ({self.reason})"]
+        lines.extend(f"WARNING: {warning}" for warning in self.warnings)
+        lines.append(f"Report: {Path(self.run_dir) / REPORT_MD} (+ .json, .csv, plots/)")
+        return "\n".join(lines)
+
+    def to_markdown(self) -> str:
+        """``report.md``: the table, the recommendation, the thread sweep, host and versions, the plots."""
+        model = self.model
+        lines = [
+            f"# edgetl report: {Path(self.run_dir).name}",
+            "",
+            self._headline(),
+            "",
+            "Accuracy is top-1 on the validation split, measured by running each exported `.tflite` file with the "
+            "TFLite interpreter; Δ is against the Keras float model on the same images. Latency is the fastest "
+            "thread count of the sweep below; speed-up is against the fp32 file.",
+            "",
+            "| " + " | ".join(self.HEADERS) + " |",
+            "|" + "|".join(["---", "---"] + ["---:"] * (len(self.HEADERS) - 2)) + "|",
+        ]
+        for cells in self.table_rows():
+            cells[1] = f"`{cells[1]}`"
+            lines.append("| " + " | ".join("-" if c is None else str(c) for c in cells) + " |")
+        lines += ["", f"**Recommended: {self.recommended or 'none'}** — {self.reason}.", ""]
+        if self.warnings:
+            lines += ["Warnings:", ""] + [f"- {w}" for w in self.warnings] + [""]
+        if self.sweep:
+            lines += ["## Latency by thread count", "",
+                      "| file | threads | p50 ms | p90 ms | mean ms | runs | init ms |", "|---|---:|---:|---:|---:|---:|---:|"]
+            for s in self.sweep:
+                lines.append(f"| `{s['file']}` | {s['threads']} | {s['p50_ms']:.3f} | {s['p90_ms']:.3f} | "
+                             f"{s['mean_ms']:.3f} | {s['runs']} | {s['init_ms']:.1f} |")
+            lines.append("")
+        host = self.host
+        lines += ["## Host and versions", "",
+                  f"- host: {host.get('cpu', '?')}, {host.get('usable_cores', '?')} usable cores, "
+                  f"{host.get('os', '?')} {host.get('machine', '')}, {host.get('python', '?')}"]
+        lines += [f"- {name}: {version}" for name, version in self.versions.items()]
+        lines += [f"- model: {model.get('backbone')}"
+                  + (f" alpha {model['alpha']:g}" if model.get("alpha") is not None else "")
+                  + f" @ {model.get('size')} px, weights: {model.get('weights')}", ""]
+        if self.plots:
+            lines += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in self.plots] + [""]
+        lines += [f"Created {self.created} by edgetl {__version__}. Repeat with `edgetl run {self.data.get('path', 'DATA')} "
+                  f"--recipe {Path(self.run_dir) / 'config.yaml'} --out {self.run_dir}`.", ""]
+        return "\n".join(lines)
+
+    def to_csv(self) -> str:
+        """``report.csv``: one row per file, raw numbers."""
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(_CSV_COLUMNS)
+        for row in self.rows:
+            writer.writerow(["" if v is None else v for v in (
+                row.variant, row.file, round(row.size_mb, 4), row.accuracy, row.delta_pts, row.p50_ms, row.p90_ms,
+                row.threads, row.speedup, row.agreement, row.flagged, row.variant == self.recommended, row.sha256)])
+        return buffer.getvalue()
+
+    def _headline(self) -> str:
+        model, data = self.model, self.data
+        qat = f", Keras QAT {self.qat_accuracy:.2%}" if self.qat_accuracy is not None else ""
+        alpha = f" alpha {model['alpha']:g}" if model.get("alpha") is not None else ""
+        float_acc = f"{self.float_accuracy:.2%}" if self.float_accuracy is not None else "-"
+        return (f"{model.get('backbone')}{alpha} @ {model.get('size')} px ({model.get('weights')}) on "
+                f"{data.get('classes')} classes, {data.get('train_images')} train / {self.val_images} val images. "
+                f"Keras float accuracy {float_acc}{qat}.")
+
+
+def _pct(value: Optional[float]) -> Optional[str]:
+    return None if value is None else f"{value:.2%}"
+
+
+def _signed(value: Optional[float]) -> Optional[str]:
+    return None if value is None else f"{value:+.2f}"
+
+
+def _round(value: Optional[float]) -> Optional[float]:
+    return None if value is None else round(value, 3)
+
+
+def recommend(rows: Sequence[VariantRow], float_accuracy: Optional[float], max_drop: float = 1.0,
+              prefer: str = "latency") -> Tuple[Optional[str], str]:
+    """Picks the file to ship: the fastest (or smallest) within ``max_drop`` points of float.
+
+    Args:
+      rows: measured files.
+      float_accuracy: the Keras float accuracy the drop is measured against.
+      max_drop: accuracy points a file may lose.
+      prefer: 'latency' (lowest p50) or 'size' (fewest bytes) among the files within ``max_drop``.
+
+    Returns:
+      (variant, reason in words); (None, reason) when nothing was measured.
+
+    Example:
+      >>> recommend(report.rows, report.float_accuracy, max_drop=0.5, prefer="size")
+      ('int8', 'smallest file within 0.5 pts of the Keras float accuracy (93.46%)')
+    """
+    measured = [r for r in rows if r.accuracy is not None and (prefer == "size" or r.p50_ms is not None)]
+    if not measured:
+        return None, "no exported file was both evaluated and benchmarked"
+    if float_accuracy is None:
+        float_accuracy = max(r.accuracy for r in measured)
+    # A hair of tolerance: the drop is computed from floats and 1.0 pt must admit exactly 1.0 pt.
+    within = [r for r in measured if (float_accuracy - r.accuracy) * 100 <= max_drop + 1e-9]
+    what = "fastest (p50)" if prefer == "latency" else "smallest file"
+
+    def key(row: VariantRow):
+        primary = row.p50_ms if prefer == "latency" and row.p50_ms is not None else row.size_bytes
+        return (primary, row.size_bytes, -row.accuracy)
+
+    if within:
+        best = min(within, key=key)
+        return best.variant, f"{what} within {max_drop:g} pts of the Keras float accuracy ({float_accuracy:.2%})"
+    best = max(measured, key=lambda r: (r.accuracy, -key(r)[0]))
+    return best.variant, (f"no file is within {max_drop:g} pts of the Keras float accuracy ({float_accuracy:.2%}); "
+                          f"this is the most accurate one. Consider more QAT epochs or a wider backbone")
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunDirError(f"'{path}' is missing: the {what} stage has not finished. Run `edgetl run` again to complete it.") from None
+    except (OSError, ValueError) as e:
+        raise RunDirError(f"'{path}' cannot be read ({e}); delete it and run `edgetl run` again to redo the {what} stage.") from None
+
+
+def build_report(run_dir: Union[str, Path], config: ReportConfig = ReportConfig(),
+                 versions: Optional[Dict[str, str]] = None) -> Report:
+    """Collects a run's measurements into a Report (reads files only; no TensorFlow).
+
+    Args:
+      run_dir: a run directory whose train, export, eval and bench stages finished.
+      config: the recommendation rule (``max_drop``, ``prefer``).
+      versions: extra version lines (e.g. the training stack's), shown in the report.
+
+    Raises:
+      RunDirError: a stage's output is missing or damaged.
+
+    Example:
+      >>> print(build_report("runs/flowers").format())
+    """
+    paths = RunPaths.of(run_dir)
+    train = _read_json(paths.train_result, "train")
+    manifest = _read_json(paths.export / "manifest.json", "export")
+    record = paths.load_dataset()
+    qat = paths.qat / "qat_result.json"
+    qat_result = _read_json(qat, "qat") if qat.is_file() else None
+    bench_file = paths.bench / BENCH_FILE
+    bench = _read_json(bench_file, "bench").get("results", []) if bench_file.is_file() else []
+    run_config = {}
+    if paths.config.is_file():
+        from edgetl.config import load_yaml
+
+        run_config = load_yaml(str(paths.config))
+    model_section = run_config.get("model") or {}
+
+    by_file: Dict[str, List[Dict[str, Any]]] = {}
+    for result in bench:
+        by_file.setdefault(Path(result["model"]).name, []).append(result)
+    best = {name: min(results, key=lambda r: r["p50_ms"]) for name, results in by_file.items()}
+    fp32_name = next((m["name"] for m in manifest["models"] if m["variant"] == "fp32"), None)
+    fp32_best = best.get(fp32_name)
+    float_accuracy = train.get("val_accuracy")
+
+    rows, warnings = [], []
+    val_images = 0
+    for model in manifest["models"]:
+        name = model["name"]
+        evaluation_file = paths.root / EVAL_DIR / f"{model['variant']}.json"
+        accuracy = None
+        if evaluation_file.is_file():
+            evaluation = _read_json(evaluation_file, "eval")
+            accuracy = evaluation["top1"]
+            val_images = max(val_images, int(evaluation["images"]))
+        fastest = best.get(name)
+        rows.append(VariantRow(
+            variant=model["variant"], file=name, size_bytes=int(model["size_bytes"]), accuracy=accuracy,
+            delta_pts=round((accuracy - float_accuracy) * 100, 2) if accuracy is not None and float_accuracy is not None else None,
+            p50_ms=fastest["p50_ms"] if fastest else None, p90_ms=fastest["p90_ms"] if fastest else None,
+            threads=fastest["threads"] if fastest else None,
+            speedup=round(fp32_best["p50_ms"] / fastest["p50_ms"], 3) if fastest and fp32_best else None,
+            agreement=model.get("agreement"), flagged=bool(model.get("flagged")), sha256=model["sha256"],
+        ))
+        if model.get("warning"):
+            warnings.append(model["warning"])
+    recommended, reason = recommend(rows, float_accuracy, config.max_drop, config.prefer)
+    sweep = [{"file": Path(r["model"]).name, "threads": r["threads"], "delegate": r["delegate"], "p50_ms": r["p50_ms"],
+              "p90_ms": r["p90_ms"], "mean_ms": r["mean_ms"], "runs": r["runs"], "init_ms": r["init_ms"]} for r in bench]
+    host = dict(bench[0]["environment"]) if bench else {}
+    host.pop("hostname", None)  # the report may be shared; the machine's name is not needed to read it
+    all_versions = {"edgetl": __version__}
+    all_versions.update(versions or {})
+    if bench:
+        runtime = bench[0]["runtime"]
+        all_versions["tflite runtime"] = f"{runtime['package']} {runtime['version']} ({bench[0]['delegate']})"
+    return Report(
+        run_dir=str(paths.root),
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        data={"path": (run_config.get("data") or {}).get("path", ""), "classes": len(record.class_names),
+              "class_names": list(record.class_names), "train_images": len(record.train), "val_images": len(record.val)},
+        model={"backbone": manifest.get("backbone"), "alpha": manifest.get("alpha"), "size": manifest.get("input_size"),
+               "weights": _describe_weights(train.get("weights") or model_section.get("weights"))},
+        float_accuracy=float_accuracy, qat_accuracy=(qat_result or {}).get("qat_accuracy"),
+        val_images=val_images or len(record.val), rows=rows, recommended=recommended, reason=reason,
+        rule={"max_drop": config.max_drop, "prefer": config.prefer}, sweep=sweep, host=host, versions=all_versions,
+        warnings=warnings,
+    )
+
+
+def _describe_weights(weights: Optional[str]) -> str:
+    """'random init', 'ImageNet' or the weights file: the report says plainly what training started from."""
+    if not weights or str(weights).lower() in ("none", "random"):
+        return "random init"
+    if str(weights).lower() == "imagenet":
+        return "ImageNet"
+    return f"weights file {Path(weights).name}"
+
+
+def write_report(report: Report, plots: bool = True) -> List[Path]:
+    """Writes report.md/.json/.csv (atomically) and the plots; returns the files written.
+
+    Plots: ``plots/accuracy_latency.png`` (accuracy vs p50, marker area ~ file
+    size), ``plots/confusion_matrix_<variant>.png`` of the recommended file,
+    and the training curves ``train`` drew.
+    """
+    paths = RunPaths.of(report.run_dir)
+    written: List[Path] = []
+    if plots:
+        report.plots = [str(p.relative_to(paths.root)) for p in _plots(report, paths)]
+    for name, text in ((REPORT_MD, report.to_markdown()), (REPORT_CSV, report.to_csv())):
+        write_text(paths.root / name, text)
+        written.append(paths.root / name)
+    write_json(paths.root / REPORT_JSON, report.to_dict())
+    written.append(paths.root / REPORT_JSON)
+    return written + [paths.root / p for p in report.plots]
+
+
+def _plots(report: Report, paths: RunPaths) -> List[Path]:
+    from edgetl.plots import plot_accuracy_latency, plot_confusion_matrix
+
+    out: List[Path] = []
+    points = [(r.variant, r.p50_ms, r.accuracy, r.size_bytes) for r in report.rows if r.p50_ms is not None and r.accuracy is not None]
+    if points:
+        out.append(plot_accuracy_latency(points, paths.plots / "accuracy_latency.png", report.float_accuracy, report.recommended))
+    if report.recommended:
+        evaluation = json.loads((paths.root / EVAL_DIR / f"{report.recommended}.json").read_text(encoding="utf-8"))
+        rows = [m["name"] for m in evaluation["per_class"]]
+        out.append(plot_confusion_matrix(
+            evaluation["confusion"], rows, paths.plots / f"confusion_matrix_{report.recommended}.png",
+            title=f"{report.recommended} file, validation top-1 {evaluation['top1']:.3f}", columns=evaluation["columns"]))
+    curves = paths.plots / "training_curves.png"
+    if curves.is_file():
+        out.append(curves)
+    return out

@@ -1,0 +1,140 @@
+"""`edgetl run`: every stage end to end, the report's files and values, skipping finished stages, bad plans."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import REPO, make_image_folder
+from edgetl.cli import main
+from edgetl.report import VariantRow, recommend
+
+VARIANTS = ("fp32", "fp16", "dynamic", "int8", "qat-int8")
+# Small and fast: random weights at 32 px, one QAT epoch, a handful of timed runs at one thread count.
+FAST = ["--weights", "none", "--size", "32", "--epochs", "3", "--fine-tune-epochs", "1", "--qat-epochs", "1",
+        "--calibration-images", "16", "--bench-threads", "1", "--bench-seconds", "0", "--bench-runs", "5", "--no-progress"]
+
+
+def _row(variant, accuracy, p50, size):
+    return VariantRow(variant=variant, file=f"{variant}.tflite", size_bytes=size, accuracy=accuracy, delta_pts=None,
+                      p50_ms=p50, p90_ms=p50, threads=1, speedup=None, agreement=None, flagged=False, sha256="")
+
+
+def test_recommend_picks_fastest_or_smallest_within_the_drop():
+    rows = [_row("fp32", 0.90, 5.0, 9_000_000), _row("fp16", 0.90, 5.1, 4_500_000),
+            _row("int8", 0.89, 3.0, 2_700_000), _row("qat-int8", 0.895, 3.2, 2_600_000)]
+    assert recommend(rows, 0.90, max_drop=1.0, prefer="latency")[0] == "int8"
+    assert recommend(rows, 0.90, max_drop=1.0, prefer="size")[0] == "qat-int8"
+    # 0.9 pts lost is not within 0.5: the fastest of the rest wins.
+    assert recommend(rows, 0.90, max_drop=0.5, prefer="latency")[0] == "qat-int8"
+    assert recommend(rows, 0.90, max_drop=0.0, prefer="latency")[0] == "fp32"
+    variant, reason = recommend(rows, 0.95, max_drop=1.0)
+    assert variant in ("fp32", "fp16") and "most accurate" in reason
+    assert recommend([_row("int8", None, None, 1)], 0.9)[0] is None
+
+
+@pytest.mark.parametrize("recipe, expected", [
+    ("export:\n  variants: [fp32, fp16]\n  edgetpu: true\n", "no integer variant"),
+    ("export:\n  out_dir: elsewhere\n", "export.out_dir"),
+    ("train:\n  epochs: 0\n  fine_tune_epochs: 0\n", "nothing would be trained"),
+    ("report:\n  prefer: fastest\n", "`prefer`='fastest' is not valid"),
+    ("report:\n  max_dorp: 1\n", "Did you mean 'max_drop'"),
+    ("report:\n  threads: [0]\n", "`threads` must be a list of integers >= 1"),
+    ("model:\n  backbone: mobilenet_v9\n", "mobilenet_v"),
+])
+def test_impossible_plans_fail_in_one_line_before_tensorflow_loads(tmp_path, recipe, expected):
+    data = make_image_folder(tmp_path / "data", per_class=3, size=24)
+    (tmp_path / "recipe.yaml").write_text(recipe)
+    # -X importtime lists every module imported: TensorFlow must not be among them.
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "edgetl", "run", str(data), "--recipe", "recipe.yaml",
+                             "--out", "out"], capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    errors = [line for line in result.stderr.splitlines() if not line.startswith("import time:")]
+    assert result.returncode == 1, result.stdout + "\n".join(errors)
+    assert len(errors) == 1 and errors[0].startswith("Error: ") and expected in errors[0], errors
+    assert " tensorflow" not in result.stderr.replace("tensorflow_model", ""), "TensorFlow was imported"
+    assert not (tmp_path / "out").exists()
+
+
+def test_unusable_folder_fails_before_tensorflow_loads(tmp_path):
+    (tmp_path / "data" / "only_class").mkdir(parents=True)
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "edgetl", "run", "data", "--out", "out"],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    errors = [line for line in result.stderr.splitlines() if not line.startswith("import time:")]
+    assert result.returncode == 1 and len(errors) == 1 and errors[0].startswith("Error: "), errors
+    assert " tensorflow" not in result.stderr
+
+
+@pytest.mark.tf
+def test_run_end_to_end_then_skips_finished_stages(tmp_path):
+    pytest.importorskip("tensorflow")
+    data = make_image_folder(tmp_path / "data", per_class=8, size=40)
+    out = tmp_path / "run"
+    runner = CliRunner()
+    result = runner.invoke(main, ["run", str(data), "--out", str(out), *FAST])
+    assert result.exit_code == 0, result.output
+
+    report = json.loads((out / "report.json").read_text())
+    assert [row["variant"] for row in report["rows"]] == list(VARIANTS)
+    manifest = json.loads((out / "export" / "manifest.json").read_text())
+    for row, model in zip(report["rows"], manifest["models"]):
+        # every value measured, none left blank
+        for key in ("accuracy", "delta_pts", "p50_ms", "p90_ms", "threads", "speedup", "size_bytes"):
+            assert row[key] is not None, (row["variant"], key)
+        assert row["size_bytes"] == (out / "export" / row["file"]).stat().st_size
+        assert 0 < row["p50_ms"] <= row["p90_ms"]
+        # The eval stage runs each file on the whole validation split, independently of the export's own check.
+        assert row["accuracy"] == pytest.approx(model["accuracy"])
+        assert row["delta_pts"] == pytest.approx((row["accuracy"] - report["float_accuracy"]) * 100, abs=0.01)
+    assert report["rows"][0]["speedup"] == pytest.approx(1.0)
+    assert report["recommended"] in VARIANTS and report["val_images"] == 6
+    assert report["versions"]["tensorflow"] and "tflite runtime" in report["versions"]
+    rows = list(csv.DictReader((out / "report.csv").open()))
+    assert [r["variant"] for r in rows] == list(VARIANTS) and sum(r["recommended"] == "True" for r in rows) == 1
+    markdown = (out / "report.md").read_text()
+    assert f"**Recommended: {report['recommended']}**" in markdown and "| qat-int8 " in markdown
+    for plot in ("accuracy_latency.png", f"confusion_matrix_{report['recommended']}.png", "training_curves.png"):
+        assert (out / "plots" / plot).stat().st_size > 1000
+        assert f"plots/{plot}" in markdown
+    assert "Recommended:" in result.output and "report.md" in result.output
+
+    # Same command again: nothing is redone, the report is rebuilt from the files on disk.
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "export").glob("*.tflite")}
+    started = time.perf_counter()
+    again = runner.invoke(main, ["run", str(data), "--out", str(out), *FAST])
+    assert again.exit_code == 0, again.output
+    for stage in ("train", "qat", "export", "eval", "bench"):
+        assert f"[{'train qat export eval bench'.split().index(stage) + 1}/6] {stage}: skipped" in again.output
+    assert time.perf_counter() - started < 15
+    assert stamps == {p.name: p.stat().st_mtime_ns for p in (out / "export").glob("*.tflite")}
+
+    # A damaged stage output is redone, and only that stage; a new rule only re-reports.
+    (out / "bench" / "bench.json").write_text("{ truncated")
+    third = runner.invoke(main, ["run", str(data), "--out", str(out), *FAST, "--prefer", "size", "--max-drop", "100"])
+    assert third.exit_code == 0, third.output
+    assert "[4/6] eval: skipped" in third.output and "[5/6] bench: skipped" not in third.output
+    report = json.loads((out / "report.json").read_text())
+    smallest = min(report["rows"], key=lambda r: r["size_bytes"])
+    assert report["recommended"] == smallest["variant"] and report["rule"] == {"max_drop": 100.0, "prefer": "size"}
+
+    # Other training settings on a finished run: refused before anything runs, with the way out.
+    changed = runner.invoke(main, ["run", str(data), "--out", str(out), *FAST[:-1], "--epochs", "4"])
+    assert changed.exit_code == 1
+    assert "--fresh" in changed.output and "Traceback" not in changed.output
+
+
+@pytest.mark.tf
+def test_backbones_details_counts_parameters_and_macs():
+    pytest.importorskip("tensorflow")
+    result = CliRunner().invoke(main, ["backbones", "mobilenet_v2", "--details", "--alpha", "1.0", "--size", "224"])
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if line.startswith("mobilenet_v2"))
+    # MobileNetV2 1.0 @ 224 without its top: 2.26 M parameters, 299.5 M MACs (the paper's 300 M with its classifier).
+    assert " 2.26 " in row and " 299.5 " in row, row
