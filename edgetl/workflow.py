@@ -24,7 +24,7 @@ from edgetl import __version__
 from edgetl._atomic import file_sha256, write_json, write_text
 from edgetl.config import DataConfig, ExportConfig, ModelConfig, QATConfig, ReportConfig, TrainConfig, dump_yaml, to_dict
 from edgetl.errors import ConfigError, RunDirError
-from edgetl.report import BENCH_FILE, EVAL_DIR, Report, build_report, write_report
+from edgetl.report import BENCH_FILE, EVAL_DIR, REPORT_CSV, REPORT_JSON, REPORT_MD, Report, build_report, write_report
 from edgetl.run_dir import RunPaths
 
 STAGES = ("train", "qat", "export", "eval", "bench", "report")
@@ -257,7 +257,9 @@ def run_configs(configs: Mapping[str, Any], out: str, fresh: bool = False, echo:
     if fresh:
         for stale in (paths.qat, paths.export, paths.root / EVAL_DIR, paths.bench):
             shutil.rmtree(stale, ignore_errors=True)
-        (paths.root / STATE_FILE).unlink(missing_ok=True)
+        # An old report must not describe files that are gone if this run stops before its own report.
+        for name in (STATE_FILE, REPORT_MD, REPORT_JSON, REPORT_CSV):
+            (paths.root / name).unlink(missing_ok=True)
     state = _State(paths)
     export_config: ExportConfig = configs["export"]
     report_config: ReportConfig = configs["report"]
