@@ -91,6 +91,8 @@ def main(debug: bool, verbose: bool) -> None:
 
     \b
     Workstation (pip install "edgetl[train]"):
+      edgetl run DATA --recipe models/mobilenet_v2_035_224.yaml --out runs/pets
+          (train, qat, export, eval, bench and report.md in one resumable command)
       edgetl train DATA --backbone mobilenet_v2 --alpha 0.35 --out runs/pets
     Device (pip install edgetl):
       bench / eval / predict / inspect a .tflite file, no TensorFlow needed.
@@ -271,7 +273,8 @@ def run_command(recipe, out, fresh, no_progress, **_):
     Examples:
       edgetl run data/flowers --recipe models/mobilenet_v2_035_224.yaml --out runs/flowers
       edgetl run data/flowers --backbone mobilenet_v3_small_minimalistic --variants int8,qat-int8 --edgetpu
-      edgetl run data/flowers --out runs/flowers --max-drop 0.5 --prefer size   # re-report with another rule
+      # the same run again, another rule: only the report is rebuilt
+      edgetl run data/flowers --recipe runs/flowers/config.yaml --out runs/flowers --max-drop 0.5 --prefer size
     """
     from edgetl.export.variants import parse_variants
 
