@@ -653,7 +653,8 @@ def export(run_dir, variants, io_type, calibration_images, calibration_dir, veri
 
 
 @main.command()
-@click.option("--out", default="runs/quickstart", show_default=True, type=click.Path(file_okay=False), help="Run directory.")
+@click.option("--out", default="runs/quickstart", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for the generated data/ and the run directory run/.")
 @click.option("--weights-dir", type=click.Path(file_okay=False), default=None,
               help="Folder of Keras' ImageNet weight files. Also $EDGETL_WEIGHTS_DIR and ~/.keras/models.")
 @click.option("--epochs", type=int, default=10, show_default=True, help="Head epochs; fine-tuning and QAT scale from it.")
@@ -663,8 +664,9 @@ def quickstart(out, weights_dir, epochs):
 
     Draws 3 classes x 60 images, trains MobileNetV2 alpha 0.35 at 96 px (ImageNet
     weights when a local copy exists, else random init, and it says which), runs
-    QAT, exports fp32/fp16/dynamic/int8/qat-int8 with accuracy measured on each
-    file, and benchmarks every file on this machine.
+    QAT, exports fp32/fp16/dynamic/int8/qat-int8, evaluates and benchmarks every
+    file on this machine: `edgetl run` on OUT/data, ending in OUT/run/report.md.
+    Running it again reuses the finished stages.
 
     \b
     Example:
@@ -672,7 +674,7 @@ def quickstart(out, weights_dir, epochs):
     """
     from edgetl.quickstart import quickstart as run_quickstart
 
-    result = run_quickstart(out=out, weights_dir=weights_dir, epochs=epochs, echo=click.echo)
+    result = run_quickstart(out=out, weights_dir=weights_dir, epochs=epochs, echo=click.echo, progress=sys.stderr.isatty())
     click.echo(result.summary())
 
 
