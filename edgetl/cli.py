@@ -285,9 +285,8 @@ def run_command(recipe, out, fresh, no_progress, **_):
     configs = _train_configs(ctx, recipe, _RUN_FLAGS)
     if not params["variants"]:
         raise click.BadParameter("give at least one variant, e.g. int8", param_hint="--variants")
-    from edgetl.workflow import check_plan, run_configs
+    from edgetl.workflow import run_configs
 
-    check_plan(configs)  # impossible combinations fail here, before TensorFlow loads
     result = run_configs(configs, out or f"runs/{configs['model'].backbone}", fresh=fresh, echo=click.echo,
                          progress=not no_progress and sys.stderr.isatty())
     click.echo("")

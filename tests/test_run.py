@@ -72,6 +72,16 @@ def test_unusable_folder_fails_before_tensorflow_loads(tmp_path):
     assert " tensorflow" not in result.stderr
 
 
+def test_edgetpu_recipe_without_variants_gets_the_default_integer_ones(tmp_path):
+    # The plan is checked after the defaults are filled in: edgetpu alone is a valid recipe.
+    (tmp_path / "data" / "only_class").mkdir(parents=True)
+    (tmp_path / "recipe.yaml").write_text("export:\n  edgetpu: true\n")
+    result = subprocess.run([sys.executable, "-m", "edgetl", "run", "data", "--recipe", "recipe.yaml", "--out", "out"],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 1 and "Only one class folder" in result.stderr, result.stderr
+    assert "note: Edge TPU: only the integer variants are compiled" in result.stdout
+
+
 @pytest.mark.tf
 def test_run_end_to_end_then_skips_finished_stages(tmp_path):
     pytest.importorskip("tensorflow")
