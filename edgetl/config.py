@@ -262,9 +262,6 @@ def dump_yaml(sections: Dict[str, Any]) -> str:
     return yaml.safe_dump(plain, sort_keys=False)
 
 
-# Weight quantization granularities of QAT (edgetl.qat.quantize).
-WEIGHT_GRANULARITIES: Tuple[str, ...] = ("per-channel", "per-tensor", "mixed")
-
 @dataclasses.dataclass(frozen=True)
 class QATConfig:
     """Quantization-aware fine-tuning of a trained model (stage `qat`).
@@ -280,9 +277,6 @@ class QATConfig:
         0 keeps tfmot's initial ranges.
       augment: flip/rotate/zoom/contrast augmentation while fine-tuning.
       seed: seed of shuffling and augmentation.
-      weights: 'per-channel' (one int8 scale per output channel, tfmot's
-        default) or 'per-tensor' (one per kernel, BatchNorm folded first):
-        for accelerators that only run per-tensor int8, and smaller files.
     """
 
     epochs: int = 3
@@ -292,10 +286,8 @@ class QATConfig:
     calibration_batches: int = 4
     augment: bool = True
     seed: int = 42
-    weights: str = "per-channel"
 
     def __post_init__(self):
-        _check_choice("weights", self.weights, WEIGHT_GRANULARITIES)
         _check_range("epochs", self.epochs, 0, 10000)
         _check_range("learning_rate", self.learning_rate, 0.0, 1.0, low_open=True)
         _check_range("batch_size", self.batch_size, 1, 4096)

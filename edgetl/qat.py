@@ -47,7 +47,7 @@ import numpy as np
 
 from edgetl._atomic import atomic_path, write_json
 from edgetl._optional import import_optional
-from edgetl.config import WEIGHT_GRANULARITIES, QATConfig
+from edgetl.config import QATConfig
 from edgetl.errors import ExportError, RunDirError
 from edgetl.model.keras import keras, tf
 from edgetl.run_dir import DatasetRecord, RunPaths
@@ -59,7 +59,6 @@ from tensorflow_model_optimization.python.core.quantization.keras import quantiz
 from tensorflow_model_optimization.python.core.quantization.keras import quantize_layer as _tfmot_quantize_layer  # noqa: E402
 from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (  # noqa: E402
     default_8bit_quantize_configs as _tfmot_configs,
-    default_8bit_quantize_registry as _tfmot_registry,
     default_8bit_quantize_scheme as _tfmot_scheme,
 )
 from tf_keras.src.layers.core.tf_op_layer import TFOpLambda  # noqa: E402
@@ -72,7 +71,6 @@ __all__ = [
     "HardSwish",
     "HardSigmoid",
     "FixedRangeOutputQuantizeConfig",
-    "PerTensorWeightsQuantizeConfig",
     "InputFold",
     "input_fold",
     "prepare_for_quantization",
@@ -137,25 +135,6 @@ class FixedRangeOutputQuantizeConfig(_tfmot_configs.Default8BitOutputQuantizeCon
 
     def get_config(self):
         return {"min_value": self.min_value, "max_value": self.max_value}
-
-
-@keras.utils.register_keras_serializable(package="edgetl")
-class PerTensorWeightsQuantizeConfig(_tfmot_registry.Default8BitQuantizeConfig):
-    """One int8 scale for a whole kernel (TFLite's per-tensor int8), instead of tfmot's one per output channel.
-
-    The weights are quantized symmetric on [-127, 127], as TFLite's int8 spec
-    requires. With ``quantize_activation`` False the layer's output is left to
-    the ReLU that follows it (tfmot's Conv+ReLU rule), so the converter fuses them.
-    """
-
-    def __init__(self, weight_attrs: Sequence[str], quantize_activation: bool = True):
-        super().__init__(list(weight_attrs), ["activation"] if quantize_activation else [], False)
-        self.quantize_activation = bool(quantize_activation)
-        self.weight_quantizer = _tfmot_quantizers.LastValueQuantizer(
-            num_bits=8, per_axis=False, symmetric=True, narrow_range=True)
-
-    def get_config(self):
-        return {"weight_attrs": list(self.weight_attrs), "quantize_activation": self.quantize_activation}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,9 +210,7 @@ def _custom_objects() -> Dict[str, object]:
     return {"HardSwish": HardSwish, "HardSigmoid": HardSigmoid,
             "edgetl>HardSwish": HardSwish, "edgetl>HardSigmoid": HardSigmoid,
             "FixedRangeOutputQuantizeConfig": FixedRangeOutputQuantizeConfig,
-            "edgetl>FixedRangeOutputQuantizeConfig": FixedRangeOutputQuantizeConfig,
-            "PerTensorWeightsQuantizeConfig": PerTensorWeightsQuantizeConfig,
-            "edgetl>PerTensorWeightsQuantizeConfig": PerTensorWeightsQuantizeConfig}
+            "edgetl>FixedRangeOutputQuantizeConfig": FixedRangeOutputQuantizeConfig}
 
 
 def qat_scope():
@@ -288,9 +265,8 @@ class _Rewriter:
     """Rebuilds a functional model layer by layer with fresh layer copies and optional pattern rewrites."""
 
     def __init__(self, rewrite_patterns: bool, wrap: Optional[Callable] = None,
-                 folds: Optional[Dict[str, InputFold]] = None, fold_batch_norm: bool = False):
+                 folds: Optional[Dict[str, InputFold]] = None):
         self.rewrite_patterns = rewrite_patterns
-        self.fold_batch_norm = fold_batch_norm
         self.wrap = wrap or (lambda layer: layer)
         # When given, foldable input normalisations are put on the uint8 grid and recorded here by layer name.
         self.folds = folds
@@ -392,8 +368,6 @@ class _Rewriter:
         replacements: Dict[int, Tuple[str, Callable]] = {}
         absorbed: set = set()
         self._match_input_affine(graph, consumers, sole_consumer, replacements, absorbed)
-        if self.fold_batch_norm:
-            self._match_batch_norm(nodes, producer, sole_consumer, replacements, absorbed)
 
         hard_sigmoids = {}  # id(mul node) -> (input id, add node, relu node)
         for node in nodes:
@@ -459,41 +433,6 @@ class _Rewriter:
             replacements[id(chain[-1])] = (_tensor_id(input_tensor), lambda x, s=scale, b=offset, n=name: self._affine_layer(x, s, b, n))
             names = ", ".join(n.layer.name for n in chain)
             self.notes[f"input normalisation ({names}) -> frozen 1x1 DepthwiseConv2D '{name}'"] += 1
-
-    def _match_batch_norm(self, nodes, producer, sole_consumer, replacements, absorbed):
-        for node in nodes:
-            bn = node.layer
-            if not isinstance(bn, keras.layers.BatchNormalization) or id(node) in absorbed:
-                continue
-            conv_node = producer.get(node._keras_inputs_ids_and_indices[0][0])  # pylint: disable=protected-access
-            conv = conv_node.layer if conv_node is not None else None
-            if (not isinstance(conv, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))
-                    or isinstance(conv, keras.layers.Conv2DTranspose) or conv.name.startswith(INPUT_NORM_LAYER)
-                    or conv.get_config().get("activation") != "linear" or sole_consumer(conv_node) is not node
-                    or id(conv_node) in absorbed or list(bn.axis) not in ([3], [-1])):
-                continue
-            absorbed.add(id(conv_node))
-            source = conv_node._keras_inputs_ids_and_indices[0][0]  # pylint: disable=protected-access
-            replacements[id(node)] = (source, lambda x, c=conv, b=bn: self._folded_conv(x, c, b))
-            self.notes["Conv + frozen BatchNormalization -> one Conv with the BatchNorm folded in (per-tensor weights)"] += 1
-
-    def _folded_conv(self, x, conv, bn):
-        """``conv`` with ``bn`` (inference mode) folded into its kernel and bias, the weights the int8 file holds."""
-        factor = (bn.gamma.numpy() if bn.scale else 1.0) / np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
-        shift = bn.beta.numpy() if bn.center else 0.0
-        bias = conv.bias.numpy() if conv.use_bias else 0.0
-        if isinstance(conv, keras.layers.DepthwiseConv2D):
-            kernel = conv.depthwise_kernel.numpy()
-            kernel = kernel * factor.reshape(kernel.shape[2], kernel.shape[3])
-        else:
-            kernel = conv.kernel.numpy() * factor
-        config = conv.get_config()
-        config.update(name=self._unique(conv.name), use_bias=True)
-        folded = conv.__class__.from_config(config)
-        output = self.wrap(folded)(x)
-        new_bias = (bias - bn.moving_mean.numpy()) * factor + shift
-        self._weights.append((folded, [kernel.astype(np.float32), new_bias.astype(np.float32)]))
-        return output
 
     @staticmethod
     def _is_affine_layer(node) -> bool:
@@ -562,7 +501,7 @@ def prepare_for_quantization(model) -> Tuple[object, List[str]]:
 
 
 def _rewrite(model, wrap: Optional[Callable] = None,
-             folds: Optional[Dict[str, InputFold]] = None, fold_batch_norm: bool = False) -> Tuple[object, List[str]]:
+             folds: Optional[Dict[str, InputFold]] = None) -> Tuple[object, List[str]]:
     """``prepare_for_quantization``; ``wrap(layer)`` is applied to every layer of the result as it is built.
 
     With ``folds`` (a dict), foldable input normalisations are rewritten on the uint8 grid and recorded in it.
@@ -578,84 +517,10 @@ def _rewrite(model, wrap: Optional[Callable] = None,
         flattener = _Rewriter(rewrite_patterns=False)
         current = flattener.run(current)
         notes.update(flattener.notes)
-    rewriter = _Rewriter(rewrite_patterns=True, wrap=wrap, folds=folds, fold_batch_norm=fold_batch_norm)
+    rewriter = _Rewriter(rewrite_patterns=True, wrap=wrap, folds=folds)
     rewritten = rewriter.run(current)
     notes.update(rewriter.notes)
-    if fold_batch_norm and __import__("os").environ.get("EQ", "1") == "1":
-        chains = equalize(rewritten)
-        if chains:
-            notes["cross-layer equalization of conv -> ReLU -> conv chains (their ReLU6 clip removed)"] += chains
     return rewritten, [f"{text} (x{count})" for text, count in notes.items()]
-
-
-def _sole_consumer(layer):
-    """The one layer reading ``layer``'s only output, else None."""
-    if len(layer.inbound_nodes) != 1:
-        return None
-    users = [node.outbound_layer for node in layer.outbound_nodes]
-    return users[0] if len(users) == 1 else None
-
-
-def _equalize_pairs(model) -> List[Tuple[object, object, object]]:
-    """(conv, relu, next conv) chains whose channels can be rescaled without changing the function."""
-    pairs = []
-    for first in model.layers:
-        if (not isinstance(first, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)) or not first.use_bias
-                or first.name.startswith(INPUT_NORM_LAYER) or first.get_config().get("activation") != "linear"
-                or (isinstance(first, keras.layers.DepthwiseConv2D) and first.depth_multiplier != 1)):
-            continue
-        relu = _sole_consumer(first)
-        if not isinstance(relu, keras.layers.ReLU) or relu.threshold or relu.negative_slope:
-            continue
-        second = _sole_consumer(relu)
-        if isinstance(second, keras.layers.DepthwiseConv2D) and second.depth_multiplier == 1:
-            pairs.append((first, relu, second))
-        elif isinstance(second, keras.layers.Conv2D) and second.groups == 1 and not isinstance(second, keras.layers.Conv2DTranspose):
-            pairs.append((first, relu, second))
-    return pairs
-
-
-def equalize(model, iterations: int = 20) -> int:
-    """Cross-layer equalization (Nagel et al., 2019, "Data-Free Quantization") of a BatchNorm-folded model, in place.
-
-    Per-tensor int8 fails on MobileNets as they are (a depthwise kernel with
-    one channel 100x wider than the rest rounds the others to zero). For each
-    conv -> ReLU -> conv chain, output channel ``i`` of the first kernel and
-    bias is divided by ``s_i`` and input channel ``i`` of the second kernel
-    multiplied by it, with ``s_i`` chosen so both have the same range; ReLU is
-    positively homogeneous, so the function is unchanged. ReLU6's clip is not,
-    so the chain's ReLU6 becomes a ReLU (in DFQ's measurements this costs
-    MobileNetV2 nothing; edgetl's export reports the accuracy of the result).
-
-    Returns:
-      The number of chains equalized.
-    """
-    pairs = _equalize_pairs(model)
-
-    def out_range(layer):
-        kernel = layer.depthwise_kernel if isinstance(layer, keras.layers.DepthwiseConv2D) else layer.kernel
-        values = np.abs(kernel.numpy())
-        return values.max(axis=(0, 1, 2)) if not isinstance(layer, keras.layers.DepthwiseConv2D) else values.max(axis=(0, 1, 3))
-
-    def in_range(layer):
-        kernel = layer.depthwise_kernel if isinstance(layer, keras.layers.DepthwiseConv2D) else layer.kernel
-        return np.abs(kernel.numpy()).max(axis=(0, 1, 3))
-
-    for _ in range(iterations):
-        for first, _relu, second in pairs:
-            r1, r2 = out_range(first), in_range(second)
-            scale = np.where((r1 > 0) & (r2 > 0), np.sqrt(r1 / np.maximum(r2, 1e-30)), 1.0)
-            scale = np.clip(scale, float(__import__("os").environ.get("EQ_MIN", "0.5")), None).astype(np.float32)
-            kernel1 = first.depthwise_kernel if isinstance(first, keras.layers.DepthwiseConv2D) else first.kernel
-            k1 = kernel1.numpy()
-            k1 = k1 / (scale.reshape(-1, 1) if isinstance(first, keras.layers.DepthwiseConv2D) else scale)
-            kernel1.assign(k1)
-            first.bias.assign(first.bias.numpy() / scale)
-            kernel2 = second.depthwise_kernel if isinstance(second, keras.layers.DepthwiseConv2D) else second.kernel
-            kernel2.assign(kernel2.numpy() * scale.reshape(-1, 1))
-    for _first, relu, _second in pairs:
-        relu.max_value = None
-    return len(pairs)
 
 
 def input_fold(model, exact: bool = False) -> Optional[Tuple[InputFold, object]]:
@@ -714,7 +579,7 @@ def input_fold(model, exact: bool = False) -> Optional[Tuple[InputFold, object]]
 _OUTPUT_QUANTIZED = (keras.layers.Multiply, HardSwish, HardSigmoid, keras.layers.Rescaling, keras.layers.Normalization)
 
 
-def quantize(model, freeze_batch_norm: bool = True, weights: str = "per-channel") -> Tuple[object, List[str]]:
+def quantize(model, freeze_batch_norm: bool = True) -> Tuple[object, List[str]]:
     """Rewrites ``model`` (see ``prepare_for_quantization``) and wraps every layer for QAT.
 
     All weights become trainable except BatchNormalization (kept in inference
@@ -725,18 +590,9 @@ def quantize(model, freeze_batch_norm: bool = True, weights: str = "per-channel"
     ``InputFold``), which the int8 export folds into its input quantization;
     either way the int8 file takes raw pixels.
 
-    With ``weights="per-tensor"`` every Conv2D/DepthwiseConv2D/Dense kernel
-    gets one int8 scale instead of one per output channel, as accelerators
-    with per-tensor int8 only need (NNAPI drivers before 1.3, Hexagon) and
-    for smaller files. Each frozen BatchNormalization is then folded into the
-    convolution before quantizing, so QAT trains on exactly the kernel the
-    int8 file holds (the converter would otherwise fold it afterwards and
-    need one scale per channel again).
-
     Args:
       model: the trained float classifier.
       freeze_batch_norm: keep BatchNormalization frozen.
-      weights: ``"per-channel"`` (tfmot's default) or ``"per-tensor"``.
 
     Returns:
       ``(qat_model, notes)``: a new tfmot model (weights copied) and the rewrites applied.
@@ -747,15 +603,7 @@ def quantize(model, freeze_batch_norm: bool = True, weights: str = "per-channel"
     Example:
       >>> qat_model, notes = quantize(load_model("run/model.keras"))
     """
-    if weights not in WEIGHT_GRANULARITIES:
-        raise ExportError(f"Unknown weights={weights!r}: expected one of {', '.join(WEIGHT_GRANULARITIES)}.")
-    per_tensor = weights != "per-channel"
-    depthwise_per_channel = weights == "mixed"
-    if per_tensor and not freeze_batch_norm:
-        raise ExportError("weights='per-tensor' folds BatchNormalization into the convolutions, so it needs "
-                          "freeze_batch_norm=True.")
     leftovers: List[str] = []
-    per_tensor_layers: Dict[str, List[str]] = {}
     output_quantized: "collections.Counter[str]" = collections.Counter()
     layer_quantize_map: Dict[str, dict] = {}
     folds: Dict[str, InputFold] = {}
@@ -779,15 +627,10 @@ def quantize(model, freeze_batch_norm: bool = True, weights: str = "per-channel"
         config = _tfmot_configs.Default8BitOutputQuantizeConfig() if isinstance(layer, _OUTPUT_QUANTIZED) or input_norm else None
         if input_norm and layer.name in folds:
             config = FixedRangeOutputQuantizeConfig(*folds[layer.name].range)
-        if per_tensor and not input_norm and config is None:
-            kernel = {keras.layers.DepthwiseConv2D: "depthwise_kernel", keras.layers.Conv2D: "kernel",
-                      keras.layers.Dense: "kernel"}.get(type(layer))
-            if kernel is not None and not (depthwise_per_channel and kernel == "depthwise_kernel"):
-                per_tensor_layers[layer.name] = [kernel]
         layer_quantize_map[layer.name] = {"quantize_config": config}
         return layer
 
-    float_model, notes = _rewrite(model, wrap=annotate, folds=folds, fold_batch_norm=per_tensor)
+    float_model, notes = _rewrite(model, wrap=annotate, folds=folds)
     if leftovers:
         raise ExportError(
             f"Cannot quantize raw TensorFlow op / Lambda layers {leftovers[:5]}: tfmot has no QuantizeConfig for them "
@@ -798,7 +641,7 @@ def quantize(model, freeze_batch_norm: bool = True, weights: str = "per-channel"
         notes.append(f"{class_name} has no tfmot registry entry -> quantized at its output (x{count})")
     try:
         with qat_scope():
-            qat_model = _quantize_apply(float_model, layer_quantize_map, per_tensor_layers)
+            qat_model = _quantize_apply(float_model, layer_quantize_map)
     except (RuntimeError, ValueError, TypeError, AttributeError) as e:
         first = " ".join(str(e).split())[:300]
         raise ExportError(
@@ -807,16 +650,13 @@ def quantize(model, freeze_batch_norm: bool = True, weights: str = "per-channel"
         ) from e
     _fix_input_range(qat_model)
     notes.append(f"input quantized on the fixed range {list(PIXEL_RANGE)} (raw pixels)")
-    if per_tensor_layers:
-        notes.append(f"per-tensor int8 weights (one scale per kernel) (x{len(per_tensor_layers)})")
     for fold in folds.values():
         notes.append(f"input normalisation on the uint8 grid, {fold.describe()}: int8 files fold it into their "
                      f"input quantization (scale {fold.scale:.6g}, zero point {fold.zero_point})")
     return qat_model, notes
 
 
-def _quantize_apply(float_model, layer_quantize_map: Dict[str, dict],
-                    per_tensor_layers: Optional[Dict[str, List[str]]] = None):
+def _quantize_apply(float_model, layer_quantize_map: Dict[str, dict]):
     """``tfmot.quantization.keras.quantize_apply`` for a private model whose every layer is annotated.
 
     tfmot's version first clones the model twice (to protect the caller's copy
@@ -824,12 +664,7 @@ def _quantize_apply(float_model, layer_quantize_map: Dict[str, dict],
     private copy and recorded the configs, so this runs only the default 8-bit
     layout transform (Conv+BN+ReLU fusion...) and the final wrapping clone,
     with the same rules. It saves ~40% of the quantization time.
-
-    ``per_tensor_layers`` (layer name -> kernel attributes) get per-tensor
-    weights; where the layout transform disabled a layer's quantization because
-    a ReLU follows it, only its output is left to the ReLU.
     """
-    per_tensor_layers = per_tensor_layers or {}
     scheme = _tfmot_scheme.Default8BitQuantizeScheme()
     for input_layer in float_model._input_layers:  # pylint: disable=protected-access
         layer_quantize_map[input_layer.name] = {}
@@ -844,8 +679,6 @@ def _quantize_apply(float_model, layer_quantize_map: Dict[str, dict],
         if layer.name not in layer_quantize_map or isinstance(layer, tfmot.quantization.keras.QuantizeWrapper):
             return layer
         config = layer_quantize_map[layer.name].get("quantize_config")
-        if layer.name in per_tensor_layers and (config is None or isinstance(config, _tfmot_configs.NoOpQuantizeConfig)):
-            config = PerTensorWeightsQuantizeConfig(per_tensor_layers[layer.name], quantize_activation=config is None)
         if not config and registry.supports(layer):
             config = registry.get_quantize_config(layer)
         if not config:
@@ -1094,7 +927,7 @@ def quantize_aware_finetune(
     size = int(model.input_shape[1] or dataset.image_size)
     tf.keras.utils.set_random_seed(config.seed) if hasattr(tf.keras.utils, "set_random_seed") else None
 
-    qat_model, notes = quantize(model, weights=config.weights)
+    qat_model, notes = quantize(model)
     for note in notes:
         echo(f"  rewrite: {note}")
     calibration = _image_batches(list(train_paths), size, config.batch_size, config.calibration_batches * config.batch_size)
