@@ -577,9 +577,14 @@ def inspect(model, as_json):
 @click.option("--calibration-batches", type=int, default=4, show_default=True,
               help="Training batches that initialise activation ranges before fine-tuning (0 = tfmot's [-6, 6]).")
 @click.option("--no-augment", is_flag=True, help="Turn off augmentation while fine-tuning.")
+@click.option("--distillation", type=float, default=0.0, show_default=True,
+              help="Weight of the float model's probabilities in the loss (0 = labels only, 1 = match the float model).")
+@click.option("--nondeterministic", is_flag=True,
+              help="Let TensorFlow ops run nondeterministically (a little faster; the same seed no longer gives the same model).")
 @click.option("--seed", type=int, default=42, show_default=True)
 @handle_errors
-def qat(run_dir, epochs, learning_rate, batch_size, steps_per_epoch, calibration_batches, no_augment, seed):
+def qat(run_dir, epochs, learning_rate, batch_size, steps_per_epoch, calibration_batches, no_augment, distillation,
+        nondeterministic, seed):
     """Quantization-aware fine-tuning of a trained run (writes RUN_DIR/qat/).
 
     Works on every registry backbone: unsupported layers are rewritten into
@@ -595,7 +600,8 @@ def qat(run_dir, epochs, learning_rate, batch_size, steps_per_epoch, calibration
     from edgetl.run_dir import RunPaths
 
     config = QATConfig(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, steps_per_epoch=steps_per_epoch,
-                       calibration_batches=calibration_batches, augment=not no_augment, seed=seed)
+                       calibration_batches=calibration_batches, augment=not no_augment, seed=seed,
+                       distillation=distillation, deterministic=not nondeterministic)
     RunPaths.of(run_dir).require_model()  # fail before TensorFlow loads
     from edgetl.qat import quantize_aware_finetune
 

@@ -277,6 +277,11 @@ class QATConfig:
         0 keeps tfmot's initial ranges.
       augment: flip/rotate/zoom/contrast augmentation while fine-tuning.
       seed: seed of shuffling and augmentation.
+      distillation: weight of the float model's probabilities in the QAT
+        loss (knowledge distillation: 1 = match the float model only, 0 =
+        the labels only).
+      deterministic: run TensorFlow ops deterministically during QAT, so the
+        same seed gives the same model (costs a little speed).
     """
 
     epochs: int = 3
@@ -286,9 +291,12 @@ class QATConfig:
     calibration_batches: int = 4
     augment: bool = True
     seed: int = 42
+    distillation: float = 0.0
+    deterministic: bool = True
 
     def __post_init__(self):
         _check_range("epochs", self.epochs, 0, 10000)
+        _check_range("distillation", self.distillation, 0.0, 1.0)
         _check_range("learning_rate", self.learning_rate, 0.0, 1.0, low_open=True)
         _check_range("batch_size", self.batch_size, 1, 4096)
         _check_range("calibration_batches", self.calibration_batches, 0, 10000)

@@ -35,6 +35,7 @@ edgetl initialises the ranges from calibration batches first (see
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import json
 import logging
@@ -925,37 +926,41 @@ def quantize_aware_finetune(
             "Re-run 'edgetl train' on a folder with images."
         )
     size = int(model.input_shape[1] or dataset.image_size)
-    tf.keras.utils.set_random_seed(config.seed) if hasattr(tf.keras.utils, "set_random_seed") else None
+    # Same seed, same QAT model: without op determinism, parallel tf.data augmentation and
+    # multi-threaded reductions make every run differ, by more than the accuracy goals of QAT.
+    with _op_determinism(config.deterministic):
+        tf.keras.utils.set_random_seed(config.seed) if hasattr(tf.keras.utils, "set_random_seed") else None
 
-    qat_model, notes = quantize(model)
-    for note in notes:
-        echo(f"  rewrite: {note}")
-    calibration = _image_batches(list(train_paths), size, config.batch_size, config.calibration_batches * config.batch_size)
-    calibrated = calibrate_ranges(qat_model, calibration) if config.calibration_batches else 0
-    echo(f"Calibrated {calibrated} activation ranges on {sum(len(b) for b in calibration)} training images.")
+        qat_model, notes = quantize(model)
+        for note in notes:
+            echo(f"  rewrite: {note}")
+        calibration = _image_batches(list(train_paths), size, config.batch_size, config.calibration_batches * config.batch_size)
+        calibrated = calibrate_ranges(qat_model, calibration) if config.calibration_batches else 0
+        echo(f"Calibrated {calibrated} activation ranges on {sum(len(b) for b in calibration)} training images.")
 
-    from edgetl.config import AugmentConfig
+        from edgetl.config import AugmentConfig
 
-    augment = AugmentConfig() if config.augment else None
-    train_ds = make_dataset(train_paths, train_labels, size, config.batch_size, shuffle=True, seed=config.seed, augment=augment)
-    val_paths, val_labels = dataset.paths_labels("val")
-    val_ds = make_dataset(val_paths, val_labels, size, config.batch_size) if val_paths else None
+        augment = AugmentConfig() if config.augment else None
+        train_ds = make_dataset(train_paths, train_labels, size, config.batch_size, shuffle=True, seed=config.seed, augment=augment)
+        val_paths, val_labels = dataset.paths_labels("val")
+        val_ds = make_dataset(val_paths, val_labels, size, config.batch_size) if val_paths else None
 
-    steps_per_epoch = config.steps_per_epoch or max(1, -(-len(train_paths) // config.batch_size))
-    qat_model.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=["accuracy"],
-        # Tracing the training graph of a QAT model costs ~10 eager steps (EfficientNetB3:
-        # 22 s vs 2 s); a handful of steps is faster run eagerly, with the same result.
-        run_eagerly=config.epochs * steps_per_epoch <= EAGER_STEPS,
-    )
-    callbacks = []
-    if progress:
-        callbacks.append(_TqdmCallback(config.epochs, steps_per_epoch))
-    history = qat_model.fit(
-        train_ds.repeat(), epochs=config.epochs, steps_per_epoch=steps_per_epoch, verbose=0, callbacks=callbacks,
-    ) if config.epochs else None
+        steps_per_epoch = config.steps_per_epoch or max(1, -(-len(train_paths) // config.batch_size))
+        trainer = _Distiller(qat_model, model, config.distillation) if config.distillation else qat_model
+        trainer.compile(
+            optimizer=keras.optimizers.Adam(config.learning_rate),
+            loss=keras.losses.SparseCategoricalCrossentropy(),
+            metrics=["accuracy"],
+            # Tracing the training graph of a QAT model costs ~10 eager steps (EfficientNetB3:
+            # 22 s vs 2 s); a handful of steps is faster run eagerly, with the same result.
+            run_eagerly=config.epochs * steps_per_epoch <= EAGER_STEPS,
+        )
+        callbacks = []
+        if progress:
+            callbacks.append(_TqdmCallback(config.epochs, steps_per_epoch))
+        history = trainer.fit(
+            train_ds.repeat(), epochs=config.epochs, steps_per_epoch=steps_per_epoch, verbose=0, callbacks=callbacks,
+        ) if config.epochs else None
 
     float_accuracy = qat_accuracy = None
     if val_ds is not None:
@@ -990,6 +995,21 @@ def quantize_aware_finetune(
     return result
 
 
+@contextlib.contextmanager
+def _op_determinism(enabled: bool):
+    """TensorFlow's op determinism for the block, restored afterwards (it is process-wide)."""
+    from tensorflow.python.framework import config as tf_config  # the public API can only turn it on
+
+    switch = enabled and not tf_config.is_op_determinism_enabled()
+    if switch:
+        tf_config.enable_op_determinism()
+    try:
+        yield
+    finally:
+        if switch:
+            tf_config.disable_op_determinism()
+
+
 def _backbone_of(model) -> str:
     name = getattr(model, "name", "") or ""
     return name[len("edgetl_"):] if name.startswith("edgetl_") else ""
@@ -1004,6 +1024,38 @@ def read_qat_result(path: Union[str, Path]) -> Optional[dict]:
         return json.loads(path.read_text(encoding="utf-8"))
     except ValueError:
         return None
+
+
+class _Distiller(keras.Model):
+    """Trains the QAT model towards the float model's probabilities on each (augmented) batch.
+
+    The goal of QAT is an int8 model that decides like the float one, so the
+    float model's soft output is a better target than the labels alone: it
+    carries how sure the float model was, and it does not pull the QAT model
+    away from the float one on training images the float model got wrong.
+    """
+
+    def __init__(self, student, teacher, weight: float):
+        super().__init__(name="edgetl_qat_distiller")
+        self.student = student
+        self.teacher = teacher
+        self.weight = float(weight)
+
+    def call(self, inputs, training=False):
+        return self.student(inputs, training=training)
+
+    def train_step(self, data):
+        images, labels = data
+        target = tf.stop_gradient(self.teacher(images, training=False))
+        with tf.GradientTape() as tape:
+            probabilities = self.student(images, training=True)
+            hard = keras.losses.sparse_categorical_crossentropy(labels, probabilities)
+            soft = keras.losses.kl_divergence(target, probabilities)
+            loss = tf.reduce_mean(self.weight * soft + (1.0 - self.weight) * hard)
+        variables = self.student.trainable_variables
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        correct = tf.equal(tf.argmax(probabilities, axis=-1), tf.cast(tf.reshape(labels, [-1]), tf.int64))
+        return {"loss": loss, "accuracy": tf.reduce_mean(tf.cast(correct, tf.float32))}
 
 
 class _TqdmCallback(keras.callbacks.Callback):

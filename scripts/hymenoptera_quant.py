@@ -28,6 +28,9 @@ def main(argv=None) -> int:
     parser.add_argument("--qat-epochs", type=int, default=3)
     parser.add_argument("--qat-lr", type=float, default=1e-5)
     parser.add_argument("--qat-batch-size", type=int, default=32)
+    parser.add_argument("--distillation", type=float, default=None,
+                        help="weight of the float model's probabilities in the QAT loss (default: QATConfig's)")
+    parser.add_argument("--seed", type=int, default=42, help="QAT shuffle/augmentation seed")
     parser.add_argument("--calibration-batches", type=int, default=4, help="QAT range-initialisation batches (0 = tfmot's [-6, 6])")
     parser.add_argument("--calibration-images", type=int, default=300, help="int8 PTQ calibration images")
     parser.add_argument("--io-type", default="uint8", choices=["uint8", "int8"])
@@ -51,7 +54,8 @@ def main(argv=None) -> int:
     qat = quantize_aware_finetune(
         work,
         QATConfig(epochs=args.qat_epochs, learning_rate=args.qat_lr, batch_size=args.qat_batch_size,
-                  calibration_batches=args.calibration_batches),
+                  calibration_batches=args.calibration_batches, seed=args.seed,
+                  **({} if args.distillation is None else {"distillation": args.distillation})),
         echo=print,
     )
     qat_seconds = time.perf_counter() - started

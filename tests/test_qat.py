@@ -269,3 +269,55 @@ def test_unquantizable_models_and_missing_inputs_are_clear_errors(tmp_path, colo
         qat.quantize_aware_finetune(tiny, dataset=empty)
     with pytest.raises(ExportError, match="`dataset` is required"):
         qat.quantize_aware_finetune(tiny)
+
+
+def _tiny_qat(record, **overrides):
+    keras.utils.set_random_seed(3)
+    model = head.build_classifier(ModelConfig("mobilenet_v1", size=SIZE, alpha=0.25, weights="none"), 2)
+    settings = dict(epochs=1, steps_per_epoch=2, batch_size=2, calibration_batches=1, learning_rate=1e-2, seed=5)
+    settings.update(overrides)
+    return model, qat.quantize_aware_finetune(model, QATConfig(**settings), dataset=record, progress=False)
+
+
+def test_same_seed_gives_the_same_qat_model_and_determinism_is_restored(tmp_path):
+    from tensorflow.python.framework import config as tf_config
+
+    # Batches of 10 augmented images: enough parallel work that, without op determinism,
+    # two runs here usually end with different weights.
+    root = make_image_folder(tmp_path, per_class=12, size=40, classes=TWO_COLOURS)
+    names = sorted(TWO_COLOURS)
+    items = [(str(f), names.index(f.parent.name)) for f in sorted(root.rglob("*.png"))]
+    record = DatasetRecord(tuple(names), SIZE, tuple(items[:10] + items[12:22]), tuple(items[10:12] + items[22:]))
+    assert not tf_config.is_op_determinism_enabled()
+    _, first = _tiny_qat(record, batch_size=10)
+    _, second = _tiny_qat(record, batch_size=10)
+    assert not tf_config.is_op_determinism_enabled(), "QAT must leave the process as it found it"
+    weights = [(a, b) for a, b in zip(first.model.get_weights(), second.model.get_weights())]
+    assert len(weights) > 50
+    assert all(np.array_equal(a, b) for a, b in weights), "augmented QAT with one seed must be bit-reproducible"
+    assert first.history == second.history
+
+
+def test_distillation_loss_mixes_the_float_models_probabilities_with_the_labels():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4,))
+    student = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(inputs))
+    teacher = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(inputs))
+    x = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)
+    y = np.array([0, 1, 2, 0, 1, 2, 0, 1])
+    p, t = student(x).numpy(), teacher(x).numpy()
+    hard = -np.log(p[np.arange(8), y])
+    soft = (t * np.log(t / p)).sum(axis=1)
+    trainer = qat._Distiller(student, teacher, weight=0.25)
+    trainer.compile(optimizer=keras.optimizers.SGD(0.0))
+    logs = trainer.train_step((tf.constant(x), tf.constant(y)))
+    assert float(logs["loss"]) == pytest.approx(float(np.mean(0.25 * soft + 0.75 * hard)), rel=1e-4)
+    assert float(logs["accuracy"]) == pytest.approx(float(np.mean(p.argmax(1) == y)))
+
+
+def test_qat_with_distillation_trains_the_quantized_model(colours):
+    record, _ = colours
+    model, result = _tiny_qat(record, distillation=1.0, deterministic=False)
+    assert result.steps == 2 and np.isfinite(result.history["loss"][0])
+    classifier = next(layer for layer in result.model.layers if layer.name.endswith(head.CLASSIFIER_LAYER))
+    assert not np.allclose(classifier.layer.kernel.numpy(), model.get_layer(head.CLASSIFIER_LAYER).kernel.numpy())
