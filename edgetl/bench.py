@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import itertools
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -59,6 +58,20 @@ class BenchConfig:
         call); empty = one random input, set once, like benchmark_model.
       seed: seed of the random inputs.
       keep_times: keep every run's latency in the result (``times_us``).
+      rounds: 1 measures the models one after the other; N > 1 loads every
+        model of a (delegate, threads) combination at once and measures them
+        interleaved, A B C, B C A, ... for N rounds, each round taking
+        ``runs / N`` runs and ``min_seconds / N`` seconds of each model, so a
+        load that comes and goes on a busy host hits every model alike.
+        Edge TPU delegates always run one model after the other (swapping
+        models on one TPU reloads their parameters).
+      max_noise: a model's measurement is noisy when the spread of its
+        per-round medians, (max - min) / median, is above this, or when its
+        p90 is more than ``max_tail`` times its p50.
+      max_tail: see ``max_noise``.
+      retries: with rounds > 1, noisy measurements are taken again up to
+        this many times; each model keeps its least noisy attempt, and one
+        still noisy is marked unreliable (``BenchResult.reliable``).
     """
 
     threads: Tuple[int, ...] = ()
@@ -73,12 +86,19 @@ class BenchConfig:
     images: Tuple[str, ...] = ()
     seed: int = 0
     keep_times: bool = True
+    rounds: int = 1
+    max_noise: float = 0.15
+    max_tail: float = 1.5
+    retries: int = 2
 
     def __post_init__(self):
-        for name in ("runs", "warmup_runs"):
+        for name in ("runs", "warmup_runs", "rounds", "retries"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < (1 if name == "runs" else 0):
-                raise ConfigError(f"`{name}` must be an integer >= {1 if name == 'runs' else 0}, got {value!r}.")
+            low = 1 if name in ("runs", "rounds") else 0
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ConfigError(f"`{name}` must be an integer >= {low}, got {value!r}.")
+        if self.max_noise <= 0 or self.max_tail < 1:
+            raise ConfigError(f"`max_noise` must be > 0 and `max_tail` >= 1, got {self.max_noise} and {self.max_tail}.")
         for name in ("min_seconds", "max_seconds", "warmup_seconds"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"`{name}` must be >= 0, got {getattr(self, name)}.")
@@ -105,6 +125,8 @@ class BenchConfig:
             args += ["--delegate-option", f"{key}={value}"]
         if not self.keep_times:
             args.append("--no-times")
+        if self.rounds > 1:
+            args += ["--rounds", str(self.rounds)]
         return args
 
 
@@ -141,6 +163,12 @@ class BenchResult:
       environment: host fingerprint (OS, CPU, board, cores, Python).
       edgetl_version: edgetl version that measured it.
       times_us: every timed run in microseconds (empty unless kept).
+      rounds: interleaved rounds the timed runs were spread over (1 = one block).
+      round_p50_ms: the median of each round.
+      noise: spread of the round medians, (max - min) / median (0 with one round).
+      reliable: False when the measurement stayed noisy after the retries
+        (see ``BenchConfig.max_noise``); its latency should not be used to rank.
+      attempts: measurements taken (1 + retries used).
     """
 
     host: str
@@ -171,6 +199,11 @@ class BenchResult:
     environment: Dict[str, Any]
     edgetl_version: str = __version__
     times_us: Tuple[int, ...] = ()
+    rounds: int = 1
+    round_p50_ms: Tuple[float, ...] = ()
+    noise: float = 0.0
+    reliable: bool = True
+    attempts: int = 1
 
     @property
     def model_name(self) -> str:
@@ -197,6 +230,7 @@ class BenchResult:
         try:
             values["runtime"] = RuntimeInfo(**{k: v for k, v in dict(data["runtime"]).items() if k in runtime_fields})
             values["times_us"] = tuple(int(t) for t in data.get("times_us") or ())
+            values["round_p50_ms"] = tuple(float(t) for t in data.get("round_p50_ms") or ())
             return cls(**values)
         except (KeyError, TypeError) as e:
             raise ValueError(f"not an edgetl bench result ({e})") from e
@@ -204,7 +238,8 @@ class BenchResult:
 
 _CSV_FIELDS = ("host", "model", "delegate", "threads", "batch", "inputs", "model_size_bytes", "check_ms", "init_ms",
                "first_ms", "warmup_runs", "runs", "wall_seconds", "min_ms", "mean_ms", "std_ms", "p50_ms", "p90_ms",
-               "p99_ms", "max_ms", "throughput", "peak_rss_mb", "input", "model_sha256", "edgetl_version")
+               "p99_ms", "max_ms", "throughput", "peak_rss_mb", "input", "model_sha256", "edgetl_version", "rounds",
+               "noise", "reliable", "attempts")
 
 
 def _statistics(times_ns: Sequence[int]) -> Dict[str, float]:
@@ -303,13 +338,93 @@ def _run_until(invoke: Callable[[], None], feed: Callable[[int], None], runs: in
     return count, (clock() - start) / 1e9
 
 
+class _Session:
+    """One loaded model being measured: inputs set, first inference and warm-up done, timed runs on demand."""
+
+    def __init__(self, loaded: LoadedModel, config: BenchConfig, check_seconds: float, host: str,
+                 model_label: Optional[str]):
+        self.loaded = loaded
+        self.config = config
+        self.check_seconds = check_seconds
+        self.host = host
+        self.model_label = model_label or loaded.model.path
+        interpreter = loaded.interpreter
+        feeds, self.inputs = make_inputs(loaded.model, config.images, config.seed)
+        indices = [tensor.index for tensor in loaded.model.inputs]
+        for index, tensors in zip(indices, feeds):
+            interpreter.set_tensor(index, tensors[0])
+        cycling = [(index, tensors) for index, tensors in zip(indices, feeds) if len(tensors) > 1]
+
+        def feed(run: int) -> None:
+            for index, tensors in cycling:
+                interpreter.set_tensor(index, tensors[run % len(tensors)])
+
+        self.feed = feed if cycling else (lambda run: None)
+        self.invoke = interpreter.invoke
+        start = time.perf_counter_ns()
+        try:
+            self.invoke()
+        except (RuntimeError, ValueError) as e:  # later runs repeat what the first one did
+            raise invoke_error(loaded, e) from e
+        self.first_ms = (time.perf_counter_ns() - start) / 1e6
+        self.warmups, _ = _run_until(self.invoke, self.feed, config.warmup_runs, config.warmup_seconds,
+                                     max(config.warmup_seconds, config.max_seconds), None)
+        self.wall = 0.0
+
+    def measure(self, runs: int, min_seconds: float, max_seconds: float) -> List[int]:
+        """Timed runs (nanoseconds each) until ``runs`` and ``min_seconds`` are reached or ``max_seconds`` passed."""
+        times: List[int] = []
+        _, wall = _run_until(self.invoke, self.feed, runs, min_seconds, max_seconds, times)
+        self.wall += wall
+        return times
+
+    def result(self, rounds: Sequence[Sequence[int]], attempts: int = 1, reliable: bool = True) -> BenchResult:
+        """The BenchResult of the timed runs, given round by round."""
+        times = [t for block in rounds for t in block]
+        stats = _statistics(times)
+        loaded = self.loaded
+        batch = int(loaded.model.inputs[0].shape[0]) if loaded.model.inputs[0].shape else 1
+        round_p50 = tuple(round(float(np.median(block)) / 1e6, 4) for block in rounds) if len(rounds) > 1 else ()
+        return BenchResult(
+            host=self.host, model=self.model_label, model_size_bytes=loaded.model.size_bytes,
+            model_sha256=loaded.model.sha256, input=loaded.model.inputs[0].describe(), inputs=self.inputs, batch=batch,
+            delegate=loaded.runtime.delegate, threads=int(loaded.runtime.threads or 0),
+            check_ms=round(self.check_seconds * 1e3, 3), init_ms=round(loaded.init_seconds * 1e3, 3),
+            first_ms=round(self.first_ms, 3), warmup_runs=self.warmups, runs=len(times), wall_seconds=round(self.wall, 6),
+            **{k: round(v, 4) for k, v in stats.items()},
+            throughput=round(batch * 1e3 / stats["mean_ms"], 2) if stats["mean_ms"] > 0 else float("inf"),
+            peak_rss_mb=peak_rss_mb(), runtime=loaded.runtime, environment=host_fingerprint(),
+            times_us=tuple(int(round(t / 1e3)) for t in times) if self.config.keep_times else (),
+            rounds=len(rounds), round_p50_ms=round_p50, noise=round(_noise(rounds), 4), reliable=reliable,
+            attempts=attempts,
+        )
+
+
+def _noise(rounds: Sequence[Sequence[int]]) -> float:
+    """Spread of the per-round medians, (max - min) / median; 0.0 for a single round."""
+    if len(rounds) < 2:
+        return 0.0
+    medians = np.array([np.median(block) for block in rounds], dtype=np.float64)
+    middle = float(np.median(medians))
+    return float((medians.max() - medians.min()) / middle) if middle > 0 else 0.0
+
+
+def _noisiness(rounds: Sequence[Sequence[int]], config: BenchConfig) -> float:
+    """How far a measurement is past the noise limits: <= 1 is clean, > 1 is noisy."""
+    times = np.asarray([t for block in rounds for t in block], dtype=np.float64)
+    p50, p90 = np.percentile(times, [50, 90])
+    tail = float(p90 / p50) if p50 > 0 else 1.0
+    return max(_noise(rounds) / config.max_noise, (tail - 1.0) / (config.max_tail - 1.0) if config.max_tail > 1 else 0.0)
+
+
 def run_benchmark(loaded: LoadedModel, config: BenchConfig, check_seconds: float = 0.0, host: str = "local",
                   model_label: Optional[str] = None) -> BenchResult:
     """Measures one loaded interpreter: first inference, warm-up, timed runs.
 
     Args:
       loaded: from ``load_interpreter``.
-      config: run counts, durations, inputs.
+      config: run counts, durations, inputs (``rounds`` > 1 splits the timed
+        runs into rounds, to see how much they move).
       check_seconds: time spent reading/checking the file, to report.
       host: label of the machine.
       model_label: model name to report (default: the loaded path).
@@ -317,44 +432,47 @@ def run_benchmark(loaded: LoadedModel, config: BenchConfig, check_seconds: float
     Returns:
       The BenchResult.
     """
-    interpreter = loaded.interpreter
-    feeds, inputs = make_inputs(loaded.model, config.images, config.seed)
-    indices = [tensor.index for tensor in loaded.model.inputs]
-    for index, tensors in zip(indices, feeds):
-        interpreter.set_tensor(index, tensors[0])
-    cycling = [(index, tensors) for index, tensors in zip(indices, feeds) if len(tensors) > 1]
+    return _measure_alone(_Session(loaded, config, check_seconds, host, model_label), config)
 
-    def feed(run: int) -> None:
-        for index, tensors in cycling:
-            interpreter.set_tensor(index, tensors[run % len(tensors)])
 
-    def no_feed(run: int) -> None:
-        return None
+def _per_round(config: BenchConfig) -> Tuple[int, float, float]:
+    """(runs, min_seconds, max_seconds) of one round."""
+    return -(-config.runs // config.rounds), config.min_seconds / config.rounds, config.max_seconds / config.rounds
 
-    invoke = interpreter.invoke
-    start = time.perf_counter_ns()
-    try:
-        invoke()
-    except (RuntimeError, ValueError) as e:  # later runs repeat what the first one did
-        raise invoke_error(loaded, e) from e
-    first_ms = (time.perf_counter_ns() - start) / 1e6
-    warmups, _ = _run_until(invoke, feed if cycling else no_feed, config.warmup_runs, config.warmup_seconds,
-                            max(config.warmup_seconds, config.max_seconds), None)
-    times: List[int] = []
-    runs, wall = _run_until(invoke, feed if cycling else no_feed, config.runs, config.min_seconds, config.max_seconds, times)
-    stats = _statistics(times)
-    batch = int(loaded.model.inputs[0].shape[0]) if loaded.model.inputs[0].shape else 1
-    return BenchResult(
-        host=host, model=model_label or loaded.model.path, model_size_bytes=loaded.model.size_bytes,
-        model_sha256=loaded.model.sha256, input=loaded.model.inputs[0].describe(), inputs=inputs, batch=batch,
-        delegate=loaded.runtime.delegate, threads=int(loaded.runtime.threads or 0),
-        check_ms=round(check_seconds * 1e3, 3), init_ms=round(loaded.init_seconds * 1e3, 3), first_ms=round(first_ms, 3),
-        warmup_runs=warmups, runs=runs, wall_seconds=round(wall, 6),
-        **{k: round(v, 4) for k, v in stats.items()},
-        throughput=round(batch * 1e3 / stats["mean_ms"], 2) if stats["mean_ms"] > 0 else float("inf"),
-        peak_rss_mb=peak_rss_mb(), runtime=loaded.runtime, environment=host_fingerprint(),
-        times_us=tuple(int(round(t / 1e3)) for t in times) if config.keep_times else (),
-    )
+
+def _measure_alone(session: _Session, config: BenchConfig) -> BenchResult:
+    """One model's timed runs in ``config.rounds`` consecutive rounds."""
+    rounds = [session.measure(*_per_round(config)) for _ in range(config.rounds)]
+    return session.result(rounds, reliable=config.rounds == 1 or _noisiness(rounds, config) <= 1.0)
+
+
+def measure_interleaved(sessions: Sequence[_Session], config: BenchConfig) -> List[BenchResult]:
+    """Measures several loaded models in interleaved rounds, re-measuring while any stays noisy.
+
+    Round r runs the models in the order r, r+1, ... (rotated), each for
+    ``runs / rounds`` runs and ``min_seconds / rounds`` seconds. After all
+    rounds, a model whose round medians spread by more than ``max_noise``, or
+    whose p90/p50 exceeds ``max_tail``, is noisy; the whole interleaved
+    measurement is repeated up to ``retries`` times, each model keeping its
+    least noisy attempt. Models still noisy come back with ``reliable=False``.
+    """
+    per_round = _per_round(config)
+    best: List[Optional[Tuple[float, List[List[int]]]]] = [None] * len(sessions)
+    attempts = 0
+    for attempts in range(1, config.retries + 2):
+        rounds: List[List[List[int]]] = [[] for _ in sessions]
+        for round_index in range(config.rounds):
+            for offset in range(len(sessions)):
+                position = (round_index + offset) % len(sessions)
+                rounds[position].append(sessions[position].measure(*per_round))
+        for position, measured in enumerate(rounds):
+            score = _noisiness(measured, config)
+            if best[position] is None or score < best[position][0]:
+                best[position] = (score, measured)
+        if all(entry[0] <= 1.0 for entry in best):
+            break
+    return [session.result(entry[1], attempts=attempts, reliable=entry[0] <= 1.0)
+            for session, entry in zip(sessions, best)]
 
 
 def benchmark(models: Sequence[str], config: BenchConfig = BenchConfig(), progress: bool = False,
@@ -363,6 +481,9 @@ def benchmark(models: Sequence[str], config: BenchConfig = BenchConfig(), progre
 
     Every file is checked and every (model, delegate) pair validated before
     the first measurement, so a bad input fails in seconds, not mid-sweep.
+    With ``config.rounds`` > 1, the models of each (delegate, threads)
+    combination are measured interleaved (see ``measure_interleaved``), so a
+    busy host slows them alike instead of whichever ran during the load.
 
     Args:
       models: ``.tflite`` files.
@@ -382,7 +503,7 @@ def benchmark(models: Sequence[str], config: BenchConfig = BenchConfig(), progre
 
     Example:
       >>> results = benchmark(["model_fp32.tflite", "model_int8.tflite"],
-      ...                     BenchConfig(threads=(1, 4), delegates=("cpu", "xnnpack")))
+      ...                     BenchConfig(threads=(1, 4), delegates=("cpu", "xnnpack"), rounds=5))
       >>> print(format_results(results))
     """
     if not models:
@@ -403,28 +524,41 @@ def benchmark(models: Sequence[str], config: BenchConfig = BenchConfig(), progre
         checked.append((str(model), data, seconds))
     for spec in specs:
         check_delegate_loads(spec, config.runtime)
-    combos: List[Tuple[Tuple[str, bytes, float], DelegateSpec, int]] = list(itertools.product(checked, specs, config.thread_counts()))
-    results: List[BenchResult] = []
+    threads_list = config.thread_counts()
+    measured: Dict[Tuple[int, int, int], BenchResult] = {}
     bar = None
-    if progress and len(combos) > 1:
+    total = len(checked) * len(specs) * len(threads_list)
+    if progress and total > 1:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(combos), desc="bench", unit="config", leave=False)
+        bar = tqdm(total=total, desc="bench", unit="config", leave=False)
+
+    def load(model: str, data: bytes, check_seconds: float, spec: DelegateSpec, threads: int) -> _Session:
+        if bar is not None:
+            bar.set_postfix_str(f"{Path(model).name} {spec.label} x{threads}", refresh=True)
+        loaded = load_interpreter(data, delegate=spec, threads=threads, runtime=config.runtime, name=model)
+        return _Session(loaded, config, check_seconds, host, model)
+
     try:
-        for (model, data, check_seconds), spec, threads in combos:
-            if bar is not None:
-                bar.set_postfix_str(f"{Path(model).name} {spec.label} x{threads}", refresh=True)
-            loaded = load_interpreter(data, delegate=spec, threads=threads, runtime=config.runtime, name=model)
-            try:
-                results.append(run_benchmark(loaded, config, check_seconds, host=host, model_label=model))
-            finally:
-                del loaded  # release the interpreter (and the Edge TPU) before the next combination
-            if bar is not None:
-                bar.update(1)
+        for spec_index, spec in enumerate(specs):
+            for thread_index, threads in enumerate(threads_list):
+                if config.rounds > 1 and spec.kind != "edgetpu":
+                    sessions = [load(*item, spec, threads) for item in checked]
+                    for model_index, result in enumerate(measure_interleaved(sessions, config)):
+                        measured[(model_index, spec_index, thread_index)] = result
+                    del sessions  # release the interpreters before the next combination
+                    if bar is not None:
+                        bar.update(len(checked))
+                    continue
+                for model_index, item in enumerate(checked):
+                    # One session at a time: the interpreter (and the Edge TPU) is released before the next.
+                    measured[(model_index, spec_index, thread_index)] = _measure_alone(load(*item, spec, threads), config)
+                    if bar is not None:
+                        bar.update(1)
     finally:
         if bar is not None:
             bar.close()
-    return results
+    return [measured[key] for key in sorted(measured)]
 
 
 def results_json(results: Sequence[BenchResult], times: bool = True) -> Dict[str, Any]:
@@ -452,8 +586,10 @@ def format_results(results: Sequence[BenchResult]) -> str:
     from edgetl._table import format_table
 
     many_hosts = len({r.host for r in results}) > 1 or any(r.host != "local" for r in results)
+    rounds = any(r.rounds > 1 for r in results)
     headers = (["host"] if many_hosts else []) + ["model", "delegate", "thr", "MB", "init ms", "first ms", "mean ms",
                                                   "std", "p50", "p90", "p99", "min", "inf/s", "RSS MB"]
+    headers += ["noise %"] if rounds else []
     rows = []
     for r in results:
         row = ([r.host] if many_hosts else []) + [
@@ -461,6 +597,8 @@ def format_results(results: Sequence[BenchResult]) -> str:
             round(r.mean_ms, 2), round(r.std_ms, 2), round(r.p50_ms, 2), round(r.p90_ms, 2), round(r.p99_ms, 2),
             round(r.min_ms, 2), round(r.throughput, 1), r.peak_rss_mb,
         ]
+        if rounds:
+            row.append(f"{r.noise * 100:.1f}" + ("" if r.reliable else " noisy"))
         rows.append(row)
     lines = format_table(headers, rows).splitlines()
     seen = set()
@@ -478,4 +616,7 @@ def format_results(results: Sequence[BenchResult]) -> str:
     runs = sorted({r.runs for r in results})
     lines.append(f"timed runs per row: {runs[0]}" + (f"-{runs[-1]}" if len(runs) > 1 else "")
                  + f"; inputs: {results[0].inputs if results else '-'}; times in ms")
+    if rounds:
+        lines.append("noise: spread of the per-round medians of the interleaved rounds, (max - min) / median; "
+                     "'noisy' rows stayed above the limit after re-measuring: do not rank on them")
     return "\n".join(lines)

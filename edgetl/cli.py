@@ -227,6 +227,7 @@ _RUN_FLAGS = {
     "variants": ("export", "variants"), "io_type": ("export", "io_type"),
     "calibration_images": ("export", "calibration_images"), "edgetpu": ("export", "edgetpu"),
     "bench_threads": ("report", "threads"), "bench_seconds": ("report", "bench_seconds"), "bench_runs": ("report", "bench_runs"),
+    "bench_rounds": ("report", "bench_rounds"),
     "max_drop": ("report", "max_drop"), "prefer": ("report", "prefer"),
 }
 
@@ -247,6 +248,8 @@ _RUN_FLAGS = {
 @click.option("--bench-threads", default=None, metavar="N[,N...]", help="Thread counts benchmarked. Default: 1 and all usable cores.")
 @click.option("--bench-seconds", type=float, default=1.0, show_default=True, help="Minimum timed seconds per file and thread count.")
 @click.option("--bench-runs", type=int, default=50, show_default=True, help="Minimum timed runs per file and thread count.")
+@click.option("--bench-rounds", type=int, default=5, show_default=True,
+              help="Files are benchmarked interleaved in this many rounds; noisy latencies are re-measured, then not ranked.")
 @click.option("--max-drop", type=float, default=1.0, show_default=True,
               help="Recommend only files within this many accuracy points of the Keras float model.")
 @click.option("--prefer", type=click.Choice(["latency", "size"]), default="latency", show_default=True,
@@ -396,6 +399,9 @@ def _to_json(data) -> str:
 @click.option("--warmup-seconds", type=float, default=0.5, show_default=True, help="Minimum warm-up duration.")
 @click.option("--images", multiple=True, metavar="PATH", help="Feed these images (files or folders) instead of random input (repeatable).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random input.")
+@click.option("--rounds", type=int, default=1, show_default=True,
+              help="Measure the MODELs interleaved in this many rounds (A B, B A, ...), re-measuring noisy ones; "
+                   "use 5 or more on a busy machine. 1 = one model after the other.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (every run's latency included unless --no-times).")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV, one row per measurement.")
 @click.option("--no-times", is_flag=True, help="Leave the per-run latencies out of --json.")
@@ -411,8 +417,8 @@ def _to_json(data) -> str:
               help="Command running edgetl on the hosts, e.g. '/home/pi/venv/bin/edgetl' or 'python3 -m edgetl'.")
 @handle_errors
 def bench(models, threads, delegates, delegate_option, runtime, runs, min_seconds, max_seconds, warmup_runs, warmup_seconds,
-          images, seed, as_json, as_csv, no_times, output, no_progress, hosts, host_list, ssh_port, ssh_option, ssh_timeout,
-          remote_edgetl):
+          images, seed, rounds, as_json, as_csv, no_times, output, no_progress, hosts, host_list, ssh_port, ssh_option,
+          ssh_timeout, remote_edgetl):
     """Latency of .tflite models: init, first inference, mean/std/p50/p90/p99, throughput, peak RSS.
 
     Sweeps every MODEL x --delegate x --threads combination in one table, like
@@ -435,7 +441,7 @@ def bench(models, threads, delegates, delegate_option, runtime, runs, min_second
     config = BenchConfig(
         threads=_int_list(threads, "--threads"), delegates=(delegates,), delegate_options=parse_options(delegate_option),
         runtime=runtime, runs=runs, min_seconds=min_seconds, max_seconds=max_seconds, warmup_runs=warmup_runs,
-        warmup_seconds=warmup_seconds, images=tuple(images), seed=seed, keep_times=not no_times,
+        warmup_seconds=warmup_seconds, images=tuple(images), seed=seed, keep_times=not no_times, rounds=rounds,
     )
     targets = list(hosts) + [h for h in (host_list or "").split(",") if h.strip()]
     progress = not no_progress and sys.stderr.isatty()

@@ -359,16 +359,23 @@ class ReportConfig:
       delegate: benchmark delegate: 'xnnpack' (the runtime's default CPU path) or 'cpu'.
       bench_runs: minimum timed runs per file and thread count.
       bench_seconds: minimum seconds of timed runs per file and thread count.
+      bench_rounds: the files of one thread count are measured interleaved
+        in this many rounds (A B C, B C A, ...), so a busy host slows them
+        alike; noisy measurements are re-measured, then marked (see
+        ``edgetl.bench.BenchConfig``).
       max_drop: accuracy points (vs the Keras float model) a variant may lose
-        and still be recommended.
-      prefer: among the variants within ``max_drop``: 'latency' picks the
-        fastest (p50), 'size' the smallest file.
+        and still be recommended; a variant that loses more is still
+        recommended when McNemar's test finds the loss not measurable.
+      prefer: among the variants that keep the accuracy: 'latency' picks the
+        fastest (p50; latencies within measurement noise are a tie, broken by
+        size), 'size' the smallest file.
     """
 
     threads: Tuple[int, ...] = ()
     delegate: str = "xnnpack"
     bench_runs: int = 50
     bench_seconds: float = 1.0
+    bench_rounds: int = 5
     max_drop: float = 1.0
     prefer: str = "latency"
 
@@ -382,5 +389,6 @@ class ReportConfig:
         _check_choice("delegate", self.delegate, ("xnnpack", "cpu"))
         _check_range("bench_runs", self.bench_runs, 1, 10**6)
         _check_range("bench_seconds", self.bench_seconds, 0.0, 3600.0)
+        _check_range("bench_rounds", self.bench_rounds, 1, 1000)
         _check_range("max_drop", self.max_drop, 0.0, 100.0)
         _check_choice("prefer", self.prefer, ("latency", "size"))

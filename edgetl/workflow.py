@@ -355,7 +355,7 @@ def run_configs(configs: Mapping[str, Any], out: str, fresh: bool = False, echo:
 
     threads = report_config.threads or tuple(dict.fromkeys((1, usable_cores())))
     keys["bench"] = _key(state.token("export"), list(threads), report_config.delegate, report_config.bench_runs,
-                         report_config.bench_seconds)
+                         report_config.bench_seconds, report_config.bench_rounds)
     started = time.perf_counter()
     if state.get("bench").get("key") == keys["bench"] and _bench_outputs_ok(paths, manifest, threads):
         records.append(StageRecord("bench", "skipped", 0.0, "every file already benchmarked"))
@@ -366,7 +366,8 @@ def run_configs(configs: Mapping[str, Any], out: str, fresh: bool = False, echo:
 
         config = BenchConfig(threads=threads, delegates=(report_config.delegate,), runs=report_config.bench_runs,
                              min_seconds=report_config.bench_seconds,
-                             max_seconds=max(30.0, 10 * report_config.bench_seconds), keep_times=False)
+                             max_seconds=max(30.0, 10 * report_config.bench_seconds), keep_times=False,
+                             rounds=report_config.bench_rounds)
         results = benchmark([str(paths.export / m["name"]) for m in manifest["models"]], config, progress=progress)
         paths.bench.mkdir(parents=True, exist_ok=True)
         write_json(paths.bench / BENCH_FILE, results_json(results, times=False))

@@ -183,6 +183,42 @@ def test_bench_runs_at_least_min_seconds(tmp_path):
     assert row.wall_seconds >= 0.2 and row.runs > 1
 
 
+def test_bench_interleaves_models_in_rounds(tmp_path):
+    """--rounds 4: both models measured in every round, each round's median kept, noise measured."""
+    models = [write_colour_model(tmp_path / "float.tflite", "float32"), write_colour_model(tmp_path / "int8.tflite", "int8")]
+    result = run("bench", *models, "--threads", "1,2", "--rounds", "4", "--runs", "8", "--min-seconds", "0",
+                 "--warmup-seconds", "0", "--json", "--no-times")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)["results"]
+    assert [(r["model"].rsplit("/", 1)[-1], r["threads"]) for r in rows] == [
+        ("float.tflite", 1), ("float.tflite", 2), ("int8.tflite", 1), ("int8.tflite", 2)]
+    for row in rows:
+        assert row["rounds"] == 4 and len(row["round_p50_ms"]) == 4 and row["runs"] >= 8
+        assert row["noise"] >= 0 and 1 <= row["attempts"] <= 3 and isinstance(row["reliable"], bool)
+        assert min(row["round_p50_ms"]) <= row["p50_ms"] <= max(row["round_p50_ms"]) + 1e-6
+    table = run("bench", *models, "--threads", "1", "--rounds", "3", "--runs", "6", "--min-seconds", "0")
+    assert table.exit_code == 0 and "noise %" in table.output.splitlines()[0]
+
+
+def test_noise_detection_and_retries(tmp_path):
+    """Round medians that move by more than max_noise, or a long tail, make a measurement noisy."""
+    from edgetl.bench import _noise, _noisiness, _Session, measure_interleaved
+    from edgetl.runtime.interpreter import load_interpreter
+
+    config = BenchConfig(rounds=3, max_noise=0.1, max_tail=1.5)
+    quiet = [[1000, 1010, 990], [1005, 995, 1000], [998, 1002, 1001]]
+    assert _noise(quiet) < 0.02 and _noisiness(quiet, config) <= 1.0
+    drifting = [[1000] * 3, [1300] * 3, [1000] * 3]
+    assert abs(_noise(drifting) - 0.3) < 1e-9 and _noisiness(drifting, config) > 1.0
+    tail = [[1000] * 8 + [3000] * 2] * 3
+    assert _noise(tail) == 0.0 and _noisiness(tail, config) > 1.0
+    model = write_colour_model(tmp_path / "m.tflite", "float32")
+    strict = BenchConfig(rounds=2, runs=4, min_seconds=0, warmup_seconds=0, max_noise=1e-12, retries=2)
+    [result] = measure_interleaved([_Session(load_interpreter(model, threads=1), strict, 0.0, "local", str(model))], strict)
+    # Nothing is quieter than 1e-12: every retry is used and the row is marked, not dropped.
+    assert result.attempts == 3 and result.reliable is False and result.runs >= 4
+
+
 def test_bench_config_validation():
     with pytest.raises(ConfigError, match="runs"):
         BenchConfig(runs=0)
@@ -190,6 +226,8 @@ def test_bench_config_validation():
         BenchConfig(min_seconds=5, max_seconds=1)
     with pytest.raises(ConfigError, match="threads"):
         BenchConfig(threads=(0,))
+    with pytest.raises(ConfigError, match="rounds"):
+        BenchConfig(rounds=0)
     assert BenchConfig(threads=(1, 1, 2)).thread_counts() == (1, 2)
 
 
