@@ -106,6 +106,11 @@ class EvalResult:
       preprocessing: how pixels were turned into input tensors.
       runtime: runtime, delegate and threads used.
       seconds: wall time (decode + inference).
+      predictions: per image, in the order evaluated (the folder's sorted
+        files, or the ``paths`` given to ``evaluate_split``), the predicted
+        confusion-matrix column (a class index; ``len(per_class)`` for
+        '(other)'); -1 for an image that was skipped. Paired comparisons of two
+        files on the same images (McNemar's test in the run report) use it.
     """
 
     model: str
@@ -121,6 +126,7 @@ class EvalResult:
     preprocessing: str
     runtime: RuntimeInfo
     seconds: float
+    predictions: Tuple[int, ...] = ()
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-ready dictionary."""
@@ -150,6 +156,11 @@ class EvalResult:
             lines += format_table(["true \\ predicted"] + list(self.columns), matrix_rows).splitlines()
         else:
             lines.append(f"(confusion matrix of {len(self.columns)} columns left out; see --json)")
+        from edgetl.stats import split_size_note
+
+        note = split_size_note(self.images, {m.name: m.images for m in self.per_class})
+        if note:
+            lines.append(f"note: {note}")
         if self.skipped:
             lines.append(f"skipped {len(self.skipped)} files: " + "; ".join(f"{s.path}: {s.reason}" for s in self.skipped[:5])
                          + (" ..." if len(self.skipped) > 5 else ""))
@@ -314,6 +325,7 @@ def _evaluate_items(classifier: Classifier, model: str, data: str, paths: Sequen
     confusion = np.zeros((len(class_names), len(columns)), dtype=np.int64)
     k = min(config.top_k, classifier.num_classes)
     top1 = topk = evaluated = 0
+    predictions = np.full(len(paths), -1, dtype=np.int64)
     batch = config.batch_size if classifier.max_batch is None else max(classifier.max_batch, 1)
     workers = config.decode_workers or min(8, os.cpu_count() or 1)
     batches = _decoded(classifier, paths, batch, workers)
@@ -332,7 +344,9 @@ def _evaluate_items(classifier: Classifier, model: str, data: str, paths: Sequen
             target = class_index[true_class]
             top1 += indices[0] == target
             topk += target in indices
-            confusion[true_class, column_of.get(indices[0], len(columns) - 1)] += 1
+            column = column_of.get(indices[0], len(columns) - 1)
+            confusion[true_class, column] += 1
+            predictions[index] = column
             evaluated += 1
     if evaluated == 0:
         raise DatasetError(f"None of the {len(paths)} images of '{data}' could be decoded; see the skipped files.")
@@ -350,5 +364,5 @@ def _evaluate_items(classifier: Classifier, model: str, data: str, paths: Sequen
         model=str(model), data=str(data), images=evaluated, top1=top1 / evaluated, topk=topk / evaluated, k=k,
         per_class=tuple(per_class), confusion=tuple(tuple(int(v) for v in row) for row in confusion), columns=columns,
         skipped=tuple(skipped), preprocessing=classifier.transform.describe(), runtime=classifier.loaded.runtime,
-        seconds=time.perf_counter() - start,
+        seconds=time.perf_counter() - start, predictions=tuple(int(v) for v in predictions),
     )

@@ -23,6 +23,7 @@ from edgetl._atomic import write_json, write_text
 from edgetl.config import ReportConfig
 from edgetl.errors import RunDirError
 from edgetl.run_dir import RunPaths
+from edgetl.stats import ALPHA
 
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
@@ -30,8 +31,12 @@ REPORT_CSV = "report.csv"
 EVAL_DIR = "eval"
 BENCH_FILE = "bench.json"
 
-_CSV_COLUMNS = ("variant", "file", "size_mb", "accuracy", "delta_pts", "p50_ms", "p90_ms", "threads", "speedup",
+_CSV_COLUMNS = ("variant", "file", "size_mb", "accuracy", "accuracy_low", "accuracy_high", "images", "delta_pts",
+                "lost", "gained", "p_value", "p50_ms", "p90_ms", "noise", "latency_reliable", "threads", "speedup",
                 "agreement", "flagged", "recommended", "sha256")
+# Latencies closer than this (relative) are a tie even when both measurements were quiet:
+# run-to-run differences of a few percent are common on any host.
+MIN_LATENCY_MARGIN = 0.05
 
 
 @dataclasses.dataclass
@@ -52,6 +57,14 @@ class VariantRow:
         the Keras float model's (from the export's verification).
       flagged: the export flagged this file's accuracy drop.
       sha256: file digest.
+      images: validation images the file was evaluated on.
+      accuracy_ci: 95 % Wilson interval of ``accuracy`` as (low, high)
+        fractions (None when SciPy is missing).
+      vs_float: McNemar's exact test against the Keras float model on the same
+        images (``edgetl.stats.PairedComparison`` as a dict, None when the run
+        has no per-image predictions of the float model).
+      noise: spread of the benchmark's per-round medians at ``threads``.
+      latency_reliable: False when the benchmark stayed noisy; its latency is not ranked.
     """
 
     variant: str
@@ -66,10 +79,20 @@ class VariantRow:
     agreement: Optional[float]
     flagged: bool
     sha256: str
+    images: Optional[int] = None
+    accuracy_ci: Optional[Tuple[float, float]] = None
+    vs_float: Optional[Dict[str, Any]] = None
+    noise: Optional[float] = None
+    latency_reliable: bool = True
 
     @property
     def size_mb(self) -> float:
         return self.size_bytes / 1e6
+
+    @property
+    def measurably_worse(self) -> bool:
+        """True when McNemar's test says this file is less accurate than the Keras float model."""
+        return bool(self.vs_float and self.vs_float["p_value"] < ALPHA and self.vs_float["lost"] > self.vs_float["gained"])
 
 
 @dataclasses.dataclass
@@ -93,6 +116,9 @@ class Report:
       versions: edgetl, training stack and TFLite runtime versions.
       plots: PNG files of the report, relative to the run directory.
       warnings: problems found while exporting or measuring.
+      float_accuracy_ci: 95 % Wilson interval of ``float_accuracy``.
+      notes: caveats on how far the figures can be trusted (a small
+        validation split, noisy latencies, missing SciPy).
     """
 
     run_dir: str
@@ -111,6 +137,8 @@ class Report:
     versions: Dict[str, str]
     plots: List[str] = dataclasses.field(default_factory=list)
     warnings: List[str] = dataclasses.field(default_factory=list)
+    float_accuracy_ci: Optional[Tuple[float, float]] = None
+    notes: List[str] = dataclasses.field(default_factory=list)
 
     def row(self, variant: str) -> VariantRow:
         """The row of ``variant``; KeyError when it was not exported."""
@@ -131,14 +159,18 @@ class Report:
         """The main table's cells, one list per file (None = not measured)."""
         rows = []
         for row in self.rows:
+            p_value = row.vs_float["p_value"] if row.vs_float else None
             rows.append([
                 row.variant + (" *" if row.variant == self.recommended else ""), row.file, round(row.size_mb, 2),
-                _pct(row.accuracy), _signed(row.delta_pts), _round(row.p50_ms), _round(row.p90_ms), row.threads,
-                f"{row.speedup:.2f}x" if row.speedup else None,
+                _pct(row.accuracy), _interval(row.accuracy_ci), _signed(row.delta_pts),
+                None if p_value is None else f"{p_value:.2g}", _round(row.p50_ms), _round(row.p90_ms),
+                None if row.noise is None else f"{row.noise * 100:.0f}%" + ("" if row.latency_reliable else " noisy"),
+                row.threads, f"{row.speedup:.2f}x" if row.speedup else None,
             ])
         return rows
 
-    HEADERS = ("variant", "file", "size MB", "accuracy", "Δ vs float", "p50 ms", "p90 ms", "threads", "speed-up")
+    HEADERS = ("variant", "file", "size MB", "accuracy", "95% CI", "Δ vs float", "p", "p50 ms", "p90 ms", "noise",
+               "threads", "speed-up")
 
     def format(self) -> str:
         """The terminal version: the table, the recommendation, where the files are."""
@@ -146,6 +178,7 @@ class Report:
 
         lines = [self._headline(), "", format_table(self.HEADERS, self.table_rows()), "",
                  f"Recommended: {self.recommended or '-'} ({self.reason})"]
+        lines.extend(f"note: {note}" for note in self.notes)
         lines.extend(f"WARNING: {warning}" for warning in self.warnings)
         lines.append(f"Report: {Path(self.run_dir) / REPORT_MD} (+ .json, .csv, plots/)")
         return "\n".join(lines)
@@ -159,8 +192,11 @@ class Report:
             self._headline(),
             "",
             "Accuracy is top-1 on the validation split, measured by running each exported `.tflite` file with the "
-            "TFLite interpreter; Δ is against the Keras float model on the same images. Latency is the fastest "
-            "thread count of the sweep below; speed-up is against the fp32 file.",
+            "TFLite interpreter, with its 95 % Wilson interval. Δ is against the Keras float model on the same "
+            "images, and p is McNemar's exact test of that difference (p < 0.05: a measurable difference; "
+            "otherwise the split cannot tell it from chance). Latency is the fastest thread count of the sweep "
+            "below, the files measured interleaved in rounds; noise is the spread of the round medians, and a "
+            "'noisy' latency is not used to rank. Speed-up is against the fp32 file.",
             "",
             "| " + " | ".join(self.HEADERS) + " |",
             "|" + "|".join(["---", "---"] + ["---:"] * (len(self.HEADERS) - 2)) + "|",
@@ -169,14 +205,22 @@ class Report:
             cells[1] = f"`{cells[1]}`"
             lines.append("| " + " | ".join("-" if c is None else str(c) for c in cells) + " |")
         lines += ["", f"**Recommended: {self.recommended or 'none'}** — {self.reason}.", ""]
+        comparisons = [(row.variant, row.vs_float) for row in self.rows if row.vs_float]
+        if comparisons:
+            lines += ["Against the Keras float model (McNemar's exact test on the same images):", ""]
+            lines += [f"- {variant}: {describe_comparison(comparison)}" for variant, comparison in comparisons] + [""]
+        if self.notes:
+            lines += ["Notes:", ""] + [f"- {note}" for note in self.notes] + [""]
         if self.warnings:
             lines += ["Warnings:", ""] + [f"- {w}" for w in self.warnings] + [""]
         if self.sweep:
             lines += ["## Latency by thread count", "",
-                      "| file | threads | p50 ms | p90 ms | mean ms | runs | init ms |", "|---|---:|---:|---:|---:|---:|---:|"]
+                      "| file | threads | p50 ms | p90 ms | mean ms | runs | rounds | noise | init ms |",
+                      "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
             for s in self.sweep:
+                noise = f"{s.get('noise', 0.0) * 100:.1f}%" + ("" if s.get("reliable", True) else " noisy")
                 lines.append(f"| `{s['file']}` | {s['threads']} | {s['p50_ms']:.3f} | {s['p90_ms']:.3f} | "
-                             f"{s['mean_ms']:.3f} | {s['runs']} | {s['init_ms']:.1f} |")
+                             f"{s['mean_ms']:.3f} | {s['runs']} | {s.get('rounds', 1)} | {noise} | {s['init_ms']:.1f} |")
             lines.append("")
         host = self.host
         lines += ["## Host and versions", "",
@@ -198,9 +242,13 @@ class Report:
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(_CSV_COLUMNS)
         for row in self.rows:
+            low, high = row.accuracy_ci or (None, None)
+            paired = row.vs_float or {}
             writer.writerow(["" if v is None else v for v in (
-                row.variant, row.file, round(row.size_mb, 4), row.accuracy, row.delta_pts, row.p50_ms, row.p90_ms,
-                row.threads, row.speedup, row.agreement, row.flagged, row.variant == self.recommended, row.sha256)])
+                row.variant, row.file, round(row.size_mb, 4), row.accuracy, low, high, row.images, row.delta_pts,
+                paired.get("lost"), paired.get("gained"), paired.get("p_value"), row.p50_ms, row.p90_ms, row.noise,
+                row.latency_reliable, row.threads, row.speedup, row.agreement, row.flagged,
+                row.variant == self.recommended, row.sha256)])
         return buffer.getvalue()
 
     def _headline(self) -> str:
@@ -208,6 +256,8 @@ class Report:
         qat = f", Keras QAT {self.qat_accuracy:.2%}" if self.qat_accuracy is not None else ""
         alpha = f" alpha {model['alpha']:g}" if model.get("alpha") is not None else ""
         float_acc = f"{self.float_accuracy:.2%}" if self.float_accuracy is not None else "-"
+        if self.float_accuracy_ci:
+            float_acc += f" (95% CI {_interval(self.float_accuracy_ci)})"
         return (f"{model.get('backbone')}{alpha} @ {model.get('size')} px ({model.get('weights')}) on "
                 f"{data.get('classes')} classes, {data.get('train_images')} train / {self.val_images} val images. "
                 f"Keras float accuracy {float_acc}{qat}.")
@@ -225,42 +275,80 @@ def _round(value: Optional[float]) -> Optional[float]:
     return None if value is None else round(value, 3)
 
 
+def _interval(interval: Optional[Sequence[float]]) -> Optional[str]:
+    return None if not interval else f"{interval[0] * 100:.1f}–{interval[1] * 100:.1f}"
+
+
+def describe_comparison(comparison: Dict[str, Any]) -> str:
+    """A PairedComparison dict in words, e.g. '-1.96 pts, 3 images net (3 lost, 0 gained), p = 0.25: not a measurable loss'."""
+    from edgetl.stats import PairedComparison
+
+    return PairedComparison(**{k: comparison[k] for k in ("images", "delta_pts", "lost", "gained", "p_value")}).describe()
+
+
 def recommend(rows: Sequence[VariantRow], float_accuracy: Optional[float], max_drop: float = 1.0,
               prefer: str = "latency") -> Tuple[Optional[str], str]:
-    """Picks the file to ship: the fastest (or smallest) within ``max_drop`` points of float.
+    """Picks the file to ship: the fastest (or smallest) of the files that keep the float accuracy.
+
+    A file keeps the accuracy when it is within ``max_drop`` points of the
+    Keras float model, or when McNemar's exact test on the same images finds
+    no measurable loss (p >= 0.05): on a small validation split a drop of a
+    few images is not evidence of a loss. Latencies are never ranked on noise:
+    files whose p50 is within the larger of their measurement noise and
+    ``MIN_LATENCY_MARGIN`` of the fastest, or whose benchmark stayed noisy, are
+    a tie, and the smallest of them (then the most accurate) is picked.
 
     Args:
       rows: measured files.
       float_accuracy: the Keras float accuracy the drop is measured against.
       max_drop: accuracy points a file may lose.
-      prefer: 'latency' (lowest p50) or 'size' (fewest bytes) among the files within ``max_drop``.
+      prefer: 'latency' (lowest p50) or 'size' (fewest bytes) among the files that keep the accuracy.
 
     Returns:
       (variant, reason in words); (None, reason) when nothing was measured.
 
     Example:
       >>> recommend(report.rows, report.float_accuracy, max_drop=0.5, prefer="size")
-      ('int8', 'smallest file within 0.5 pts of the Keras float accuracy (93.46%)')
+      ('int8', 'smallest file within 0.5 pts of the Keras float accuracy (93.46%) or not measurably worse')
     """
     measured = [r for r in rows if r.accuracy is not None and (prefer == "size" or r.p50_ms is not None)]
     if not measured:
         return None, "no exported file was both evaluated and benchmarked"
     if float_accuracy is None:
         float_accuracy = max(r.accuracy for r in measured)
-    # A hair of tolerance: the drop is computed from floats and 1.0 pt must admit exactly 1.0 pt.
-    within = [r for r in measured if (float_accuracy - r.accuracy) * 100 <= max_drop + 1e-9]
-    what = "fastest (p50)" if prefer == "latency" else "smallest file"
 
-    def key(row: VariantRow):
-        primary = row.p50_ms if prefer == "latency" and row.p50_ms is not None else row.size_bytes
-        return (primary, row.size_bytes, -row.accuracy)
+    def within(row: VariantRow) -> bool:
+        # A hair of tolerance: the drop is computed from floats and 1.0 pt must admit exactly 1.0 pt.
+        return (float_accuracy - row.accuracy) * 100 <= max_drop + 1e-9
 
-    if within:
-        best = min(within, key=key)
-        return best.variant, f"{what} within {max_drop:g} pts of the Keras float accuracy ({float_accuracy:.2%})"
-    best = max(measured, key=lambda r: (r.accuracy, -key(r)[0]))
-    return best.variant, (f"no file is within {max_drop:g} pts of the Keras float accuracy ({float_accuracy:.2%}); "
-                          f"this is the most accurate one. Consider more QAT epochs or a wider backbone")
+    eligible = [r for r in measured if within(r) or (r.vs_float is not None and not r.measurably_worse)]
+    rule = f"within {max_drop:g} pts of the Keras float accuracy ({float_accuracy:.2%})"
+    if any(r.vs_float is not None for r in measured):
+        rule += " or not measurably worse (McNemar p >= 0.05)"
+    if not eligible:
+        best = max(measured, key=lambda r: (r.accuracy, -(r.p50_ms or 0.0), -r.size_bytes))
+        return best.variant, (f"no file is {rule}; this is the most accurate one. Consider more QAT epochs or a "
+                              f"wider backbone")
+    if prefer == "size":
+        best = min(eligible, key=lambda r: (r.size_bytes, -r.accuracy))
+        return best.variant, f"smallest file {rule}"
+    fastest = min(eligible, key=lambda r: (r.p50_ms, r.size_bytes, -r.accuracy))
+
+    def tied(row: VariantRow) -> bool:
+        if not (row.latency_reliable and fastest.latency_reliable):
+            return True
+        margin = max(MIN_LATENCY_MARGIN, fastest.noise or 0.0, row.noise or 0.0)
+        return row.p50_ms <= fastest.p50_ms * (1.0 + margin)
+
+    ties = [r for r in eligible if tied(r)]
+    best = min(ties, key=lambda r: (r.size_bytes, -r.accuracy, r.p50_ms))
+    reason = f"fastest (p50) file {rule}"
+    if len(ties) > 1:
+        noisy = [r.variant for r in ties if not r.latency_reliable]
+        why = (f"the latency of {', '.join(noisy)} stayed noisy" if noisy
+               else "their p50 latencies are within measurement noise")
+        reason += (f"; {', '.join(r.variant for r in ties)} are a tie on speed ({why}), so the smallest of them")
+    return best.variant, reason
 
 
 def _read_json(path: Path, what: str) -> Any:
@@ -310,16 +398,29 @@ def build_report(run_dir: Union[str, Path], config: ReportConfig = ReportConfig(
     fp32_best = best.get(fp32_name)
     float_accuracy = train.get("val_accuracy")
 
-    rows, warnings = [], []
+    rows, warnings, notes = [], [], []
     val_images = 0
+    val_labels = [label for _, label in record.val]
+    keras_predictions = train.get("val_predictions") or []
+    keras_correct = ([p == l for p, l in zip(keras_predictions, val_labels)]
+                     if len(keras_predictions) == len(val_labels) else None)
+    statistics = _statistics_available(notes)
+    float_ci = None
+    if statistics and keras_correct:
+        from edgetl.stats import wilson_interval
+
+        float_ci = wilson_interval(sum(keras_correct), len(keras_correct))
     for model in manifest["models"]:
         name = model["name"]
         evaluation_file = paths.root / EVAL_DIR / f"{model['variant']}.json"
-        accuracy = None
+        accuracy = images = interval = paired = None
         if evaluation_file.is_file():
             evaluation = _read_json(evaluation_file, "eval")
             accuracy = evaluation["top1"]
-            val_images = max(val_images, int(evaluation["images"]))
+            images = int(evaluation["images"])
+            val_images = max(val_images, images)
+            if statistics:
+                interval, paired = _accuracy_statistics(evaluation, val_labels, keras_correct)
         fastest = best.get(name)
         rows.append(VariantRow(
             variant=model["variant"], file=name, size_bytes=int(model["size_bytes"]), accuracy=accuracy,
@@ -328,12 +429,29 @@ def build_report(run_dir: Union[str, Path], config: ReportConfig = ReportConfig(
             threads=fastest["threads"] if fastest else None,
             speedup=round(fp32_best["p50_ms"] / fastest["p50_ms"], 3) if fastest and fp32_best else None,
             agreement=model.get("agreement"), flagged=bool(model.get("flagged")), sha256=model["sha256"],
+            images=images, accuracy_ci=interval, vs_float=paired,
+            noise=fastest.get("noise") if fastest else None,
+            latency_reliable=bool(fastest.get("reliable", True)) if fastest else True,
         ))
         if model.get("warning"):
             warnings.append(model["warning"])
+    from edgetl.stats import split_size_note
+
+    counts: Dict[str, int] = {}
+    for label in val_labels:
+        counts[record.class_names[label]] = counts.get(record.class_names[label], 0) + 1
+    small = split_size_note(len(val_labels), counts, config.max_drop)
+    if small:
+        notes.append(small)
+    noisy = [r.variant for r in rows if not r.latency_reliable]
+    if noisy:
+        notes.append(f"the latency of {', '.join(noisy)} stayed noisy after re-measuring (the host was busy); it is "
+                     f"not used to rank. Re-run on a quiet machine for latencies you can compare.")
     recommended, reason = recommend(rows, float_accuracy, config.max_drop, config.prefer)
     sweep = [{"file": Path(r["model"]).name, "threads": r["threads"], "delegate": r["delegate"], "p50_ms": r["p50_ms"],
-              "p90_ms": r["p90_ms"], "mean_ms": r["mean_ms"], "runs": r["runs"], "init_ms": r["init_ms"]} for r in bench]
+              "p90_ms": r["p90_ms"], "mean_ms": r["mean_ms"], "runs": r["runs"], "init_ms": r["init_ms"],
+              "rounds": r.get("rounds", 1), "noise": r.get("noise", 0.0), "reliable": r.get("reliable", True)}
+             for r in bench]
     host = dict(bench[0]["environment"]) if bench else {}
     host.pop("hostname", None)  # the report may be shared; the machine's name is not needed to read it
     all_versions = {"edgetl": __version__}
@@ -351,8 +469,37 @@ def build_report(run_dir: Union[str, Path], config: ReportConfig = ReportConfig(
         float_accuracy=float_accuracy, qat_accuracy=(qat_result or {}).get("qat_accuracy"),
         val_images=val_images or len(record.val), rows=rows, recommended=recommended, reason=reason,
         rule={"max_drop": config.max_drop, "prefer": config.prefer}, sweep=sweep, host=host, versions=all_versions,
-        warnings=warnings,
+        warnings=warnings, float_accuracy_ci=float_ci, notes=notes,
     )
+
+
+def _statistics_available(notes: List[str]) -> bool:
+    """Whether SciPy is importable; says so in ``notes`` when it is not."""
+    try:
+        import scipy.stats  # noqa: F401
+    except ImportError:
+        notes.append("SciPy is not installed, so the report has no confidence intervals or McNemar tests: "
+                     "pip install \"edgetl[train]\"")
+        return False
+    return True
+
+
+def _accuracy_statistics(evaluation: Dict[str, Any], val_labels: Sequence[int],
+                         keras_correct: Optional[Sequence[bool]]) -> Tuple[Optional[Tuple[float, float]], Optional[Dict[str, Any]]]:
+    """(Wilson interval, paired comparison with the Keras float model) of one file's evaluation."""
+    from edgetl.stats import compare_paired, wilson_interval
+
+    images = int(evaluation["images"])
+    correct = int(round(evaluation["top1"] * images))
+    interval = wilson_interval(correct, images)
+    predictions = evaluation.get("predictions") or []
+    if keras_correct is None or len(predictions) != len(val_labels):
+        return interval, None
+    pairs = [(keras_correct[i], predictions[i] == val_labels[i]) for i in range(len(val_labels)) if predictions[i] >= 0]
+    if not pairs:
+        return interval, None
+    comparison = compare_paired([a for a, _ in pairs], [b for _, b in pairs])
+    return interval, {**dataclasses.asdict(comparison), "summary": comparison.describe()}
 
 
 def _describe_weights(weights: Optional[str]) -> str:

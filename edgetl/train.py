@@ -34,6 +34,7 @@ from edgetl.model import head as head_lib
 from edgetl.model.keras import keras, tf
 from edgetl.model_card import labels_text
 from edgetl.run_dir import DatasetRecord, RunPaths
+from edgetl.stats import split_size_note
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,9 @@ class TrainResult:
       weights: the weights the backbone started from ('imagenet', a path or 'none').
       resumed: True when this call continued from checkpoints.
       skipped_files: number of files the scan skipped.
+      val_predictions: top-1 class index of each validation image, in the
+        order of ``dataset.json``'s ``val`` list (for paired comparisons
+        with the exported files).
     """
 
     run_dir: str
@@ -70,6 +74,7 @@ class TrainResult:
     weights: str
     resumed: bool
     skipped_files: int
+    val_predictions: List[int] = dataclasses.field(default_factory=list)
 
     def summary(self) -> str:
         """A short human-readable report."""
@@ -313,6 +318,9 @@ def train(
     splits = load_splits(data)
     echo(splits.train.summary() if not data.val_path else f"{splits.train.summary()}\n{splits.val.summary()}")
     echo(f"split: {len(splits.train)} train / {len(splits.val)} val images (seed {data.seed})")
+    small = split_size_note(len(splits.val), splits.val.counts())
+    if small:
+        echo(f"note: {small}")
     for folder in (paths.root, paths.checkpoints, paths.logs, paths.plots):
         folder.mkdir(parents=True, exist_ok=True)
     write_text(paths.config, dump_yaml({**sections, "edgetl_version": __version__}))
@@ -403,6 +411,7 @@ def train(
         val_accuracy=metrics.accuracy, per_class_accuracy=metrics.per_class_accuracy,
         confusion_matrix=metrics.confusion_matrix, history=history, stage_seconds=stage_seconds,
         weights=resolved.weights or "none", resumed=resumed, skipped_files=len(_all_skipped(splits)),
+        val_predictions=[int(v) for v in np.argmax(scores, axis=1)],
     )
     write_json(paths.train_result, dataclasses.asdict(result))
     return result

@@ -22,9 +22,10 @@ FAST = ["--weights", "none", "--size", "32", "--epochs", "3", "--fine-tune-epoch
         "--calibration-images", "16", "--bench-threads", "1", "--bench-seconds", "0", "--bench-runs", "5", "--no-progress"]
 
 
-def _row(variant, accuracy, p50, size):
+def _row(variant, accuracy, p50, size, noise=0.0, reliable=True, vs_float=None):
     return VariantRow(variant=variant, file=f"{variant}.tflite", size_bytes=size, accuracy=accuracy, delta_pts=None,
-                      p50_ms=p50, p90_ms=p50, threads=1, speedup=None, agreement=None, flagged=False, sha256="")
+                      p50_ms=p50, p90_ms=p50, threads=1, speedup=None, agreement=None, flagged=False, sha256="",
+                      noise=noise, latency_reliable=reliable, vs_float=vs_float)
 
 
 def test_recommend_picks_fastest_or_smallest_within_the_drop():
@@ -34,10 +35,37 @@ def test_recommend_picks_fastest_or_smallest_within_the_drop():
     assert recommend(rows, 0.90, max_drop=1.0, prefer="size")[0] == "qat-int8"
     # 0.9 pts lost is not within 0.5: the fastest of the rest wins.
     assert recommend(rows, 0.90, max_drop=0.5, prefer="latency")[0] == "qat-int8"
-    assert recommend(rows, 0.90, max_drop=0.0, prefer="latency")[0] == "fp32"
+    # fp32 (5.0 ms) and fp16 (5.1 ms) are 2 % apart, within the 5 % tie margin: the smaller file wins.
+    variant, reason = recommend(rows, 0.90, max_drop=0.0, prefer="latency")
+    assert variant == "fp16" and "tie on speed" in reason
     variant, reason = recommend(rows, 0.95, max_drop=1.0)
     assert variant in ("fp32", "fp16") and "most accurate" in reason
     assert recommend([_row("int8", None, None, 1)], 0.9)[0] is None
+
+
+def test_recommend_never_ranks_on_noise():
+    """A faster p50 inside the measurement noise, or from a noisy benchmark, is no reason to pick a file."""
+    rows = [_row("int8", 0.90, 2.34, 600_000, noise=0.30), _row("qat-int8", 0.90, 5.14, 590_000, reliable=False),
+            _row("fp32", 0.90, 4.0, 1_600_000, noise=0.02)]
+    variant, reason = recommend(rows, 0.90, max_drop=1.0)
+    assert variant == "qat-int8" and "stayed noisy" in reason
+    quiet = [_row("int8", 0.90, 2.34, 600_000, noise=0.02), _row("qat-int8", 0.90, 2.40, 590_000, noise=0.01),
+             _row("fp32", 0.90, 4.0, 1_600_000, noise=0.02)]
+    assert recommend(quiet, 0.90)[0] == "qat-int8"  # 2.6 % apart: a tie, the smaller file
+    clear = [_row("int8", 0.90, 2.0, 600_000, noise=0.02), _row("qat-int8", 0.90, 2.6, 590_000, noise=0.02)]
+    assert recommend(clear, 0.90)[0] == "int8"  # 30 % faster than the noise allows for: ranked
+
+
+def test_recommend_admits_a_drop_that_is_not_measurable():
+    """-1.96 pts that is 3 images (McNemar p = 0.25) is not a measurable loss; a significant one is."""
+    not_measurable = {"images": 153, "delta_pts": -1.96, "lost": 3, "gained": 0, "p_value": 0.25}
+    measurable = {"images": 153, "delta_pts": -7.19, "lost": 11, "gained": 0, "p_value": 0.001}
+    rows = [_row("fp32", 0.92, 4.0, 1_600_000, noise=0.01, vs_float={**not_measurable, "lost": 0, "delta_pts": 0, "p_value": 1}),
+            _row("int8", 0.9019, 2.0, 600_000, noise=0.01, vs_float=not_measurable)]
+    variant, reason = recommend(rows, 0.92, max_drop=1.0)
+    assert variant == "int8" and "not measurably worse" in reason
+    rows[1] = _row("int8", 0.8481, 2.0, 600_000, noise=0.01, vs_float=measurable)
+    assert recommend(rows, 0.92, max_drop=1.0)[0] == "fp32"
 
 
 @pytest.mark.parametrize("recipe, expected", [
@@ -103,6 +131,17 @@ def test_run_end_to_end_then_skips_finished_stages(tmp_path):
         # The eval stage runs each file on the whole validation split, independently of the export's own check.
         assert row["accuracy"] == pytest.approx(model["accuracy"])
         assert row["delta_pts"] == pytest.approx((row["accuracy"] - report["float_accuracy"]) * 100, abs=0.01)
+        # How sure: the Wilson interval around the accuracy, McNemar's test against the float model on the same images.
+        low, high = row["accuracy_ci"]
+        assert low <= row["accuracy"] <= high and row["images"] == 6
+        paired = row["vs_float"]
+        assert paired["images"] == 6 and 0 < paired["p_value"] <= 1 and paired["summary"].startswith(f"{paired['delta_pts']:+.2f} pts")
+        assert row["delta_pts"] == pytest.approx(paired["delta_pts"], abs=0.01)
+        # The files of one thread count were benchmarked interleaved, in rounds.
+        assert row["noise"] is not None
+    assert all(s["rounds"] == 5 for s in report["sweep"])
+    assert report["float_accuracy_ci"][0] <= report["float_accuracy"] <= report["float_accuracy_ci"][1]
+    assert any("validation split is too small" in note for note in report["notes"])  # 6 images
     assert report["rows"][0]["speedup"] == pytest.approx(1.0)
     assert report["recommended"] in VARIANTS and report["val_images"] == 6
     assert report["versions"]["tensorflow"] and "tflite runtime" in report["versions"]
@@ -110,6 +149,7 @@ def test_run_end_to_end_then_skips_finished_stages(tmp_path):
     assert [r["variant"] for r in rows] == list(VARIANTS) and sum(r["recommended"] == "True" for r in rows) == 1
     markdown = (out / "report.md").read_text()
     assert f"**Recommended: {report['recommended']}**" in markdown and "| qat-int8 " in markdown
+    assert "| 95% CI |" in markdown and "McNemar" in markdown
     for plot in ("accuracy_latency.png", f"confusion_matrix_{report['recommended']}.png", "training_curves.png"):
         assert (out / "plots" / plot).stat().st_size > 1000
         assert f"plots/{plot}" in markdown
