@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 pytest.importorskip("tensorflow")
 pytestmark = pytest.mark.tf
 
+from edgetl.cli import main  # noqa: E402
 from edgetl.config import ModelConfig  # noqa: E402
 from edgetl.errors import WeightsError  # noqa: E402
 from edgetl.model import head, registry  # noqa: E402
@@ -68,17 +72,89 @@ def test_weights_dir_without_the_file(tmp_path):
         head.resolve(ModelConfig("mobilenet_v2", alpha=0.35, weights="imagenet", weights_dir=str(tmp_path)))
 
 
-def test_download_failure_is_a_clear_error(tmp_path, monkeypatch):
-    from tf_keras.src.utils import data_utils
+@pytest.fixture
+def weights_server(tmp_path):
+    """A real HTTP server on 127.0.0.1 standing in for Keras' weights host; yields (base URL, folder, request log)."""
+    import functools
+    import http.server
+    import threading
 
-    def offline(*args, **kwargs):
-        raise Exception("URL fetch failure on https://example/x.h5: None -- [Errno -3] Temporary failure in name resolution")
+    folder = tmp_path / "served"
+    folder.mkdir()
+    requests = []
 
-    monkeypatch.setattr(data_utils, "get_file", offline)
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            requests.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/", folder, requests
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_imagenet_weights_are_downloaded_with_keras_into_its_cache(tmp_path, monkeypatch, weights_server):
+    url, served, requests = weights_server
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("EDGETL_WEIGHTS_DIR", raising=False)
+    monkeypatch.setenv(head.WEIGHTS_URL_ENV, url)
+    source = keras.applications.MobileNet(include_top=False, weights=None, alpha=0.25, input_shape=(32, 32, 3))
+    source.save_weights(str(served / "mobilenet_2_5_224_tf_no_top.h5"))
+    config = ModelConfig("mobilenet_v1", alpha=0.25, size=32, weights="imagenet")
+    assert head.resolve(config).weights == "imagenet"  # nothing local: to be downloaded
+    model = head.build_classifier(config, 2)
+    cached = home / ".keras" / "models" / "mobilenet_2_5_224_tf_no_top.h5"
+    assert cached.is_file() and requests == ["/mobilenet_2_5_224_tf_no_top.h5"]
+    np.testing.assert_array_equal(_first_conv_kernel(model), _first_conv_kernel(source))
+    assert head.resolve(config).weights == str(cached)  # the next run finds Keras' cache, no second download
+    head.build_classifier(config, 2)
+    assert len(requests) == 1
+
+
+def test_download_failure_is_one_clear_line(tmp_path, monkeypatch, weights_server, tiny_folder):
+    url, _, requests = weights_server  # serves nothing: 404
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("EDGETL_WEIGHTS_DIR", raising=False)
+    monkeypatch.setenv(head.WEIGHTS_URL_ENV, url)
+    with pytest.raises(WeightsError, match="'mobilenet_2_5_224_tf_no_top.h5'.*are not on this machine and the download "
+                                           "from http://127.0.0.1.*failed.*--weights-dir.*--weights none"):
+        head.build_classifier(ModelConfig("mobilenet_v1", alpha=0.25, size=32, weights="imagenet"), 2)
+    assert requests == ["/mobilenet_2_5_224_tf_no_top.h5"]
+    monkeypatch.setenv(head.WEIGHTS_URL_ENV, "http://127.0.0.1:9/")  # nothing listens on the discard port
+    result = CliRunner().invoke(main, ["train", str(tiny_folder), "--backbone", "mobilenet_v1", "--alpha", "0.25",
+                                       "--size", "32", "--epochs", "1", "--fine-tune-epochs", "0",
+                                       "--out", str(tmp_path / "run")])
+    assert result.exit_code == 1, result.output
+    error = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(error) == 1 and "download from http://127.0.0.1:9/mobilenet_2_5_224_tf_no_top.h5 failed" in error[0]
+    assert "Traceback" not in result.output
+
+
+def test_imagenet_takes_the_shipped_weights_offline(tmp_path, monkeypatch):
+    """MobileNetV2 0.35 ships with edgetl: --weights imagenet works with an empty Keras cache and no network."""
+    from edgetl import bundled
+
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("EDGETL_WEIGHTS_DIR", raising=False)
-    with pytest.raises(WeightsError, match="Could not get ImageNet weights.*Offline\\? Copy the file into ~/.keras/models"):
-        head.build_classifier(ModelConfig("mobilenet_v2", alpha=0.35, size=32, weights="imagenet"), 2)
+    monkeypatch.setenv(head.WEIGHTS_URL_ENV, "http://127.0.0.1:9/")  # a download attempt would fail loudly
+    config = ModelConfig("mobilenet_v2", alpha=0.35, size=64, weights="imagenet")
+    resolved = head.resolve(config)
+    assert resolved.imagenet and resolved.weights == str(bundled.WEIGHTS_DIR / V2_035)
+    model = head.build_classifier(config, 2)
+    by_path = head.build_classifier(dataclasses.replace(config, weights=resolved.weights), 2)
+    np.testing.assert_array_equal(_first_conv_kernel(model), _first_conv_kernel(by_path))
+    random_model = head.build_classifier(dataclasses.replace(config, weights="none"), 2)
+    assert not np.allclose(_first_conv_kernel(model), _first_conv_kernel(random_model))
+    assert (bundled.WEIGHTS_DIR / "LICENSE").is_file() and "Apache License" in (bundled.WEIGHTS_DIR / "LICENSE").read_text()
 
 
 def _first_conv_kernel(model):

@@ -2,7 +2,9 @@
 
 Importing this module registers them; it does not import TensorFlow. Weight
 file names are Keras' own cache names, so a file copied from another
-machine's ``~/.keras/models`` works as an offline weights directory.
+machine's ``~/.keras/models`` works as an offline weights directory, and the
+origins are the URLs Keras downloads them from (tf_keras 2.21's
+``applications`` modules).
 """
 
 from __future__ import annotations
@@ -40,11 +42,15 @@ def _efficientnet_file(keras_model_name: str):
     return lambda alpha, size: f"{keras_model_name}_notop.h5"
 
 
+_KERAS_APPLICATIONS = "https://storage.googleapis.com/tensorflow/keras-applications/"
+
+
 register(BackboneSpec(
     name="mobilenet_v1", keras_name="MobileNet", family="mobilenet",
     default_size=224, min_size=32, imagenet_sizes=(128, 160, 192, 224),
     alphas=(0.25, 0.5, 0.75, 1.0), imagenet_alphas=(0.25, 0.5, 0.75, 1.0), default_alpha=1.0,
     preprocessing=MOBILENET_PREPROCESSING, weights_file=_mobilenet_v1_file, edgetpu_friendly=True,
+    weights_origin=_KERAS_APPLICATIONS + "mobilenet/",
     description="Plain depthwise-separable stack; every op maps to the Edge TPU; fastest on old Pis.",
 ))
 register(BackboneSpec(
@@ -52,7 +58,7 @@ register(BackboneSpec(
     default_size=224, min_size=32, imagenet_sizes=(96, 128, 160, 192, 224),
     alphas=(0.35, 0.5, 0.75, 1.0, 1.3, 1.4), imagenet_alphas=(0.35, 0.5, 0.75, 1.0, 1.3, 1.4),
     default_alpha=1.0, preprocessing=MOBILENET_PREPROCESSING, weights_file=_mobilenet_v2_file,
-    edgetpu_friendly=True,
+    edgetpu_friendly=True, weights_origin=_KERAS_APPLICATIONS + "mobilenet_v2/",
     description="Inverted residuals with ReLU6; the safe default for int8 and the Edge TPU.",
 ))
 for _type in ("small", "large"):
@@ -64,6 +70,7 @@ for _type in ("small", "large"):
             alphas=(0.75, 1.0), imagenet_alphas=(1.0,) if _minimal else (0.75, 1.0), default_alpha=1.0,
             preprocessing=INTERNAL_PREPROCESSING, weights_file=_mobilenet_v3_file(_type, _minimal),
             builder_kwargs={"minimalistic": _minimal, "include_preprocessing": True},
+            weights_origin=_KERAS_APPLICATIONS + "mobilenet_v3/",
             edgetpu_friendly=_minimal,
             description=(
                 "No hard-swish or squeeze-excite: Edge TPU friendly." if _minimal
@@ -77,6 +84,7 @@ for _index, _size in enumerate((224, 240, 260, 300)):
         default_size=_size, min_size=32, imagenet_sizes=(_size,), alphas=(), imagenet_alphas=(),
         default_alpha=None, preprocessing=INTERNAL_PREPROCESSING,
         weights_file=_efficientnet_file(f"efficientnetb{_index}"),
+        weights_origin="https://storage.googleapis.com/keras-applications/",
         description="Swish + squeeze-excite; most accurate per parameter, slower int8 on CPUs.",
     ))
 
@@ -86,6 +94,7 @@ for _index, _size in enumerate((224, 240, 260)):
         default_size=_size, min_size=32, imagenet_sizes=(_size,), alphas=(), imagenet_alphas=(),
         default_alpha=None, preprocessing=INTERNAL_PREPROCESSING,
         weights_file=_efficientnet_file(f"efficientnetv2-b{_index}"),
+        weights_origin=_KERAS_APPLICATIONS + "efficientnet_v2/",
         builder_kwargs={"include_preprocessing": True},
         description="Fused-MBConv early stages; trains fast, good accuracy per latency on big cores.",
     ))

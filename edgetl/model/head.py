@@ -38,7 +38,8 @@ class ResolvedModel:
       spec: the backbone's registry entry.
       alpha: width multiplier built (None when the backbone has none).
       size: square input side.
-      weights: None, 'imagenet' (Keras downloads) or a file path.
+      weights: None, 'imagenet' (not on this machine: ``download_imagenet``
+        fetches it) or a file path.
       imagenet: the weights are Keras' ImageNet release (some builders add
         ImageNet-only layers, e.g. EfficientNet's input std scaling).
     """
@@ -49,13 +50,32 @@ class ResolvedModel:
     weights: Optional[str]
     imagenet: bool = False
 
+    @property
+    def default_checkpoint_size(self) -> int:
+        """The input size of the ImageNet checkpoint to use: ``size`` when one exists for it, else the default."""
+        return self.size if self.size in self.spec.imagenet_sizes else self.spec.default_size
+
+
+# A mirror of Keras' weight files (a flat folder served over HTTP(S) holding Keras' file names) replaces
+# the origins Keras downloads from; the tests point it at a server on 127.0.0.1.
+WEIGHTS_URL_ENV = "EDGETL_WEIGHTS_URL"
+
+
+def imagenet_search_path(config: ModelConfig) -> List[Path]:
+    """The folders searched for ImageNet weight files, in order: --weights-dir, $EDGETL_WEIGHTS_DIR, ~/.keras/models."""
+    folders = [config.weights_dir, os.environ.get("EDGETL_WEIGHTS_DIR"), str(Path.home() / ".keras" / "models")]
+    return [Path(folder).expanduser() for folder in folders if folder]
+
 
 def resolve(config: ModelConfig) -> ResolvedModel:
     """Validates ``config`` against the registry and picks the weights source.
 
     ImageNet weights are looked up, in order, in ``config.weights_dir``,
-    ``$EDGETL_WEIGHTS_DIR`` and Keras' own cache (``~/.keras/models``); when
-    none holds them, Keras downloads them (online machines only).
+    ``$EDGETL_WEIGHTS_DIR``, Keras' own cache (``~/.keras/models``) and the
+    files shipped with edgetl (``edgetl.bundled``). When none holds them,
+    ``weights`` is 'imagenet' and ``download_imagenet`` fetches them with
+    Keras' downloader when the model is built (online machines only). Nothing
+    here touches the network.
 
     Raises:
       UnknownBackboneError, ConfigError, WeightsError.
@@ -70,18 +90,23 @@ def resolve(config: ModelConfig) -> ResolvedModel:
         spec.check_imagenet(alpha, size)
         # Size-specific checkpoints first, then the default-size one: convolution weights
         # do not depend on the input size, and an offline folder rarely holds every size.
-        names = dict.fromkeys((spec.weights_file(alpha, size), spec.weights_file(alpha, spec.default_size)))
-        folders = [config.weights_dir, os.environ.get("EDGETL_WEIGHTS_DIR"), str(Path.home() / ".keras" / "models")]
-        for folder in filter(None, folders):
+        names = list(dict.fromkeys((spec.weights_file(alpha, size), spec.weights_file(alpha, spec.default_size))))
+        for folder in imagenet_search_path(config):
             for file_name in names:
-                candidate = Path(folder).expanduser() / file_name
+                candidate = folder / file_name
                 if candidate.is_file():
                     return ResolvedModel(spec, alpha, size, str(candidate), imagenet=True)
         if config.weights_dir:
             raise WeightsError(
-                f"ImageNet weights file '{next(iter(names))}' for {spec.name} (alpha={alpha}) is not in "
+                f"ImageNet weights file '{names[-1]}' for {spec.name} (alpha={alpha}) is not in "
                 f"--weights-dir '{config.weights_dir}'. Copy it there from an online machine's ~/.keras/models."
             )
+        from edgetl import bundled
+
+        for file_name in names:
+            shipped = bundled.weights_file(file_name)
+            if shipped is not None:
+                return ResolvedModel(spec, alpha, size, str(shipped), imagenet=True)
         return ResolvedModel(spec, alpha, size, "imagenet", imagenet=True)
     path = Path(weights).expanduser()
     if not path.is_file():
@@ -94,6 +119,48 @@ def resolve(config: ModelConfig) -> ResolvedModel:
     return ResolvedModel(spec, alpha, size, str(path), imagenet=is_imagenet)
 
 
+def download_imagenet(resolved: ResolvedModel) -> ResolvedModel:
+    """Fetches the ImageNet weights file with Keras' downloader into its cache (``~/.keras/models``).
+
+    Keras' ``get_file`` shows its own progress bar and reuses a file already
+    in its cache. The origin is the backbone's ``weights_origin``, or the
+    mirror in ``$EDGETL_WEIGHTS_URL`` (a flat folder of Keras' file names).
+
+    Args:
+      resolved: a ResolvedModel whose ``weights`` is 'imagenet' (from ``resolve``).
+
+    Returns:
+      The same model with ``weights`` set to the downloaded file.
+
+    Raises:
+      WeightsError: the download failed (offline, blocked or not found),
+        naming the file, where it was fetched from and where to put it.
+    """
+    spec = resolved.spec
+    file_name = spec.weights_file(resolved.alpha, resolved.default_checkpoint_size)
+    base = os.environ.get(WEIGHTS_URL_ENV) or spec.weights_origin
+    origin = base.rstrip("/") + "/" + file_name
+    logger.info("downloading ImageNet weights %s from %s", file_name, origin)
+    cache = Path.home() / ".keras"
+    try:
+        # Keras falls back to /tmp/.keras when ~/.keras does not exist yet; edgetl looks in ~/.keras/models.
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        pass
+    try:
+        path = keras.utils.get_file(file_name, origin=origin, cache_subdir="models", cache_dir=str(cache))
+    except Exception as e:  # noqa: BLE001 - Keras wraps every download failure in a bare Exception
+        reason = " ".join(str(e).split())[:200] or type(e).__name__
+        folder = Path.home() / ".keras" / "models"
+        raise WeightsError(
+            f"ImageNet weights '{file_name}' for {spec.name} (alpha={resolved.alpha}) are not on this machine and the "
+            f"download from {origin} failed ({reason}). Offline? Copy that file from a machine with internet (Keras "
+            f"keeps it in ~/.keras/models) into {folder} or a folder passed as --weights-dir / $EDGETL_WEIGHTS_DIR, "
+            f"or train from random init with --weights none."
+        ) from None
+    return dataclasses.replace(resolved, weights=str(path))
+
+
 @contextlib.contextmanager
 def _keras_imagenet_from(path: Optional[str]):
     """Makes Keras' ImageNet download resolve to a local file while a backbone is built.
@@ -102,7 +169,7 @@ def _keras_imagenet_from(path: Optional[str]):
     Keras adds only for its ImageNet weights, such as EfficientNet's input
     std scaling; the local file stands in for the download.
     """
-    if path is None or path == "imagenet":
+    if path is None:
         yield
         return
     from tf_keras.src.utils import data_utils
@@ -116,6 +183,8 @@ def _keras_imagenet_from(path: Optional[str]):
 
 
 def _build_backbone(resolved: ResolvedModel, input_tensor):
+    if resolved.weights == "imagenet":
+        resolved = download_imagenet(resolved)
     spec = resolved.spec
     builder = getattr(keras.applications, spec.keras_name)
     kwargs = dict(spec.builder_kwargs)
@@ -132,14 +201,6 @@ def _build_backbone(resolved: ResolvedModel, input_tensor):
         raise WeightsError(
             f"Weights '{resolved.weights}' do not fit {spec.name} (alpha={resolved.alpha}, size={resolved.size}): "
             f"{first_line[:300]}. Use the no-top file made for this backbone and width."
-        ) from e
-    except Exception as e:  # Keras wraps download failures in a bare Exception.
-        if resolved.weights != "imagenet":
-            raise
-        file_name = spec.weights_file(resolved.alpha, resolved.size)
-        raise WeightsError(
-            f"Could not get ImageNet weights '{file_name}' for {spec.name} ({str(e).splitlines()[0][:200]}). "
-            f"Offline? Copy the file into ~/.keras/models or a folder passed as --weights-dir, or use --weights none."
         ) from e
 
 

@@ -60,6 +60,9 @@ class BackboneSpec:
       builder_kwargs: extra keyword arguments for the Keras builder.
       weights_file: ``(alpha, size) -> file name`` of the no-top ImageNet
         weights in Keras' cache (``~/.keras/models``).
+      weights_origin: the folder URL Keras downloads those files from (the
+        ``BASE_WEIGHT(S)_PATH`` of its ``applications`` module); the file
+        name is appended.
       edgetpu_friendly: whether every op maps to the Edge TPU after int8.
       description: one line on what it is good for.
     """
@@ -76,6 +79,7 @@ class BackboneSpec:
     preprocessing: Preprocessing
     weights_file: Callable[[Optional[float], int], str]
     builder_kwargs: Dict[str, object] = dataclasses.field(default_factory=dict)
+    weights_origin: str = ""
     edgetpu_friendly: bool = False
     description: str = ""
 
