@@ -85,7 +85,7 @@ def handle_errors(func):
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="edgetl")
 @click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
-@click.option("-v", "--verbose", is_flag=True, help="Log more detail (INFO level).")
+@click.option("-v", "--verbose", is_flag=True, help="Log more detail (INFO level), TensorFlow's own C++ log lines included.")
 def main(debug: bool, verbose: bool) -> None:
     """edgetl: from an image folder to a small, fast, accurate TFLite classifier.
 
@@ -104,6 +104,10 @@ def main(debug: bool, verbose: bool) -> None:
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="backslashreplace")
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if verbose:
+        import os
+
+        os.environ["EDGETL_TF_LOGS"] = "1"  # read when TensorFlow is first imported (edgetl.model.keras)
 
 
 # CLI parameter -> (config section, field). Values given on the command line override a recipe.

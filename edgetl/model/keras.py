@@ -13,7 +13,12 @@ import os
 import sys
 import warnings
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's C++ side logs through absl: level 2 still lets ERROR lines through, and TF 2.21 prints harmless
+# ones in the normal path (e.g. "NodeDef mentions attribute use_unbounded_threadpool" while tf.data runs QAT).
+# Real failures surface as Python exceptions, so the terminal stays quiet unless `edgetl --verbose`
+# (EDGETL_TF_LOGS=1) asks for them; a TF_CPP_MIN_LOG_LEVEL the user set wins.
+_TF_LOGS = os.environ.get("EDGETL_TF_LOGS") == "1"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if _TF_LOGS else "3")
 if "tensorflow" in sys.modules and os.environ.get("TF_USE_LEGACY_KERAS") != "1":
     warnings.warn(
         "TensorFlow was imported before edgetl without TF_USE_LEGACY_KERAS=1; quantization-aware "
@@ -28,7 +33,7 @@ from edgetl._optional import import_optional  # noqa: E402
 # TensorFlow's C++ side prints oneDNN/CUDA banners while loading, before logging is configured,
 # so TF_CPP_MIN_LOG_LEVEL cannot silence them; Python exceptions still surface.
 # EDGETL_TF_LOGS=1 shows them.
-_quiet = contextlib.nullcontext() if os.environ.get("EDGETL_TF_LOGS") == "1" else capture_native_output()
+_quiet = contextlib.nullcontext() if _TF_LOGS else capture_native_output()
 with _quiet:
     tf = import_optional("tensorflow", "train", "Training and export")
     keras = import_optional("tf_keras", "train", "Training and export")
