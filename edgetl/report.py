@@ -31,7 +31,7 @@ EVAL_DIR = "eval"
 BENCH_FILE = "bench.json"
 
 _CSV_COLUMNS = ("variant", "file", "size_mb", "accuracy", "delta_pts", "p50_ms", "p90_ms", "threads", "speedup",
-                "agreement", "flagged", "recommended", "sha256")
+                "agreement", "flagged", "recommended", "sha256", "min_runtime")
 
 
 @dataclasses.dataclass
@@ -52,6 +52,7 @@ class VariantRow:
         the Keras float model's (from the export's verification).
       flagged: the export flagged this file's accuracy drop.
       sha256: file digest.
+      min_runtime: the oldest TFLite runtime the file loads in ('' when not recorded).
     """
 
     variant: str
@@ -66,6 +67,7 @@ class VariantRow:
     agreement: Optional[float]
     flagged: bool
     sha256: str
+    min_runtime: str = ""
 
     @property
     def size_mb(self) -> float:
@@ -134,11 +136,12 @@ class Report:
             rows.append([
                 row.variant + (" *" if row.variant == self.recommended else ""), row.file, round(row.size_mb, 2),
                 _pct(row.accuracy), _signed(row.delta_pts), _round(row.p50_ms), _round(row.p90_ms), row.threads,
-                f"{row.speedup:.2f}x" if row.speedup else None,
+                f"{row.speedup:.2f}x" if row.speedup else None, row.min_runtime or None,
             ])
         return rows
 
-    HEADERS = ("variant", "file", "size MB", "accuracy", "Δ vs float", "p50 ms", "p90 ms", "threads", "speed-up")
+    HEADERS = ("variant", "file", "size MB", "accuracy", "Δ vs float", "p50 ms", "p90 ms", "threads", "speed-up",
+               "min runtime")
 
     def format(self) -> str:
         """The terminal version: the table, the recommendation, where the files are."""
@@ -160,7 +163,8 @@ class Report:
             "",
             "Accuracy is top-1 on the validation split, measured by running each exported `.tflite` file with the "
             "TFLite interpreter; Δ is against the Keras float model on the same images. Latency is the fastest "
-            "thread count of the sweep below; speed-up is against the fp32 file.",
+            "thread count of the sweep below; speed-up is against the fp32 file. Min runtime is the oldest TFLite "
+            "runtime that loads the file (its `min_runtime_version`).",
             "",
             "| " + " | ".join(self.HEADERS) + " |",
             "|" + "|".join(["---", "---"] + ["---:"] * (len(self.HEADERS) - 2)) + "|",
@@ -200,7 +204,8 @@ class Report:
         for row in self.rows:
             writer.writerow(["" if v is None else v for v in (
                 row.variant, row.file, round(row.size_mb, 4), row.accuracy, row.delta_pts, row.p50_ms, row.p90_ms,
-                row.threads, row.speedup, row.agreement, row.flagged, row.variant == self.recommended, row.sha256)])
+                row.threads, row.speedup, row.agreement, row.flagged, row.variant == self.recommended, row.sha256,
+                row.min_runtime)])
         return buffer.getvalue()
 
     def _headline(self) -> str:
@@ -328,9 +333,9 @@ def build_report(run_dir: Union[str, Path], config: ReportConfig = ReportConfig(
             threads=fastest["threads"] if fastest else None,
             speedup=round(fp32_best["p50_ms"] / fastest["p50_ms"], 3) if fastest and fp32_best else None,
             agreement=model.get("agreement"), flagged=bool(model.get("flagged")), sha256=model["sha256"],
+            min_runtime=model.get("min_runtime_version") or "",
         ))
-        if model.get("warning"):
-            warnings.append(model["warning"])
+        warnings.extend(model[key] for key in ("warning", "runtime_warning") if model.get(key))
     recommended, reason = recommend(rows, float_accuracy, config.max_drop, config.prefer)
     sweep = [{"file": Path(r["model"]).name, "threads": r["threads"], "delegate": r["delegate"], "p50_ms": r["p50_ms"],
               "p90_ms": r["p90_ms"], "mean_ms": r["mean_ms"], "runs": r["runs"], "init_ms": r["init_ms"]} for r in bench]
