@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 from edgetl import tflite_schema
 from edgetl.errors import ModelFileError
 from edgetl.model_card import TFLITE_IDENTIFIER, ModelCard, check_tflite_bytes, read_card, read_metadata
-from edgetl.tflite_metadata import METADATA_BUFFER_NAME, TFLiteMetadata, read_tflite_metadata
+from edgetl.tflite_metadata import METADATA_BUFFER_NAME, TensorMetadata, TFLiteMetadata, read_tflite_metadata
 
 PathLike = Union[str, os.PathLike]
 
@@ -183,7 +183,7 @@ def model_labels(info: ModelInfo) -> Tuple[Tuple[str, ...], str]:
     return (), "none"
 
 
-def input_metadata(info: ModelInfo, index: int = 0):
+def input_metadata(info: ModelInfo, index: int = 0) -> Optional[TensorMetadata]:
     """The standard TFLite metadata of input ``index`` (a ``TensorMetadata``), or None."""
     standard = info.tflite_metadata
     return standard.inputs[index] if standard is not None and index < len(standard.inputs) else None

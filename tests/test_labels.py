@@ -123,3 +123,14 @@ def test_names_a_labels_file_cannot_hold_are_refused(name):
         check_labels(["ok", name])
     message = str(error.value)
     assert "\n" not in message and ("line break" in message or "empty name" in message)
+
+
+def test_confusion_matrix_plot_shows_any_class_name(tmp_path):
+    """'$' would start TeX math in matplotlib, and bad TeX ('$\\bad$') used to end the report with a traceback."""
+    pytest.importorskip("matplotlib")
+    from edgetl.plots import _literal, plot_confusion_matrix
+
+    names = ["$\\bad$", "$5 bill", " 10 magenta "]
+    path = plot_confusion_matrix([[1, 0, 0], [0, 1, 0], [0, 0, 1]], names, tmp_path / "cm.png")
+    assert path.stat().st_size > 1000
+    assert _literal("$5 $x$") == "\\$5 \\$x\\$" and _literal(" 10 magenta ") == " 10 magenta "

@@ -61,22 +61,19 @@ def classifier_metadata(card: ModelCard) -> TFLiteMetadata:
     low, high = _input_range(card)
     alpha = f" alpha {card.alpha:g}" if card.alpha is not None else ""
     image = TensorMetadata(
-        name=INPUT_NAME,
-        description=f"RGB image resized (bilinear) to {width}x{height}; (pixel - mean) / std with pixels in [0, 255]"
-                    + (", quantized with the input's scale and zero point: raw pixels" if card.input.scale else ""),
-        content="ImageProperties", color_space="RGB", image_size=(width, height) if width else None,
+        name=INPUT_NAME, description="RGB image; (pixel - mean) / std, pixels in [0, 255].", content="ImageProperties",
+        color_space="RGB", image_size=(width, height) if width else None,
         mean=tuple(float(m) for m in card.mean), std=tuple(float(s) for s in card.std),
         process_units=("NormalizationOptions",), stats_min=low, stats_max=high,
     )
     scores = TensorMetadata(
         name=OUTPUT_NAME, description=f"Probabilities of the {len(card.labels)} labels respectively.",
         content="FeatureProperties", stats_min=(0.0,), stats_max=(1.0,),
-        associated_files=(AssociatedFile(LABELS_FILE, "TENSOR_AXIS_LABELS", "Labels of the classes, one per output."),),
+        associated_files=(AssociatedFile(LABELS_FILE, "TENSOR_AXIS_LABELS", "Class names, one per output."),),
     )
     return TFLiteMetadata(
         name=f"{card.backbone or 'edgetl'}{alpha} image classifier",
-        description=f"Image classifier of {len(card.labels)} classes ({card.variant or 'edgetl'} file), "
-                    f"exported by edgetl {card.edgetl_version or ''}".rstrip() + ".",
+        description=f"{card.variant or 'edgetl'} file exported by edgetl {card.edgetl_version or ''}".rstrip() + ".",
         min_parser_version=MIN_PARSER_VERSION, inputs=(image,), outputs=(scores,),
     )
 
