@@ -346,7 +346,8 @@ def find_images(paths: Sequence[Path], per_class: int) -> List[Path]:
     return found
 
 
-def to_markdown(results: Sequence[ClientResult], variants: Sequence[str], about: Dict[str, str]) -> str:
+def to_markdown(results: Sequence[ClientResult], variants: Sequence[str], about: Dict[str, str],
+                notes: Sequence[str] = ()) -> str:
     lines = ["# Client matrix: edgetl's files in the clients mobile and IoT developers use", "",
              f"Produced by `{about['command']}` on {about['date']} ({about['cpu']}, Python {about['python']}). "
              f"Model: {about['model']}; {about['images']} images per file, given to every client already resized to "
@@ -362,6 +363,8 @@ def to_markdown(results: Sequence[ClientResult], variants: Sequence[str], about:
     lines += ["", "Virtualenv setup time of each client on this run (0 s: reused from an earlier run, or the running "
               "Python):", ""]
     lines += [f"- {r.client.title}: {r.setup_seconds:.0f} s" for r in results]
+    for note in notes:
+        lines += ["", note]
     lines += ["", "A row passes when every cell reads `loads ✓, top-1 ✓, names ✓`. Runtime clients run `edgetl predict` "
               "with that runtime alone; MediaPipe and the Task Library read the file's standard TFLite metadata "
               "(NormalizationOptions, labels.txt in the appended zip) and nothing of edgetl.", ""]
@@ -377,6 +380,8 @@ def main(argv=None) -> int:
     parser.add_argument("--venvs", type=Path, default=DEFAULT_VENVS, help="Where the clients' virtualenvs live.")
     parser.add_argument("--out", type=Path, default=None, help="Write the Markdown matrix here (e.g. docs/clients.md).")
     parser.add_argument("--json", type=Path, default=None, help="Write the results as JSON here.")
+    parser.add_argument("--note", action="append", default=[], help="A paragraph for the Markdown (repeatable), "
+                                                                    "e.g. the command that made the run.")
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(REPO))
@@ -397,12 +402,14 @@ def main(argv=None) -> int:
             results.append(run_client(client, models, images, reference, labels, args.venvs, log=print))
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
-    about = {"command": "python scripts/client_matrix.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    given = [a for a in (argv if argv is not None else sys.argv[1:])]
+    shown = [a for i, a in enumerate(given) if a != "--note" and (i == 0 or given[i - 1] != "--note")]
+    about = {"command": "python scripts/client_matrix.py " + " ".join(shown),
              "date": datetime.date.today().isoformat(), "cpu": cpu, "python": platform.python_version(),
              "model": f"{manifest.get('backbone')} alpha {manifest.get('alpha')} @ {manifest.get('input_size')} px, "
                       f"{len(labels)} classes", "images": str(len(sources))}
     if args.out:
-        args.out.write_text(to_markdown(results, variants, about), encoding="utf-8")
+        args.out.write_text(to_markdown(results, variants, about, args.note), encoding="utf-8")
     if args.json:
         args.json.write_text(json.dumps([{"client": r.client.key, "version": r.version, "skipped": r.skipped,
                                           "setup_seconds": round(r.setup_seconds, 1), "passed": r.passed,
