@@ -107,7 +107,7 @@ class Classifier:
         Each comes from the first of: the arguments (flags), edgetl's model
         card, the standard TFLite metadata (labels.txt in the appended zip,
         NormalizationOptions), the defaults. Problems with a third-party
-        file's standard metadata are logged as warnings and the metadata is
+        file's standard metadata are returned as warnings and the metadata is
         not used (``warnings``).
 
         Args:

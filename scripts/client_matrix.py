@@ -123,6 +123,7 @@ class Client:
       edgetl: install edgetl (without its dependencies) into the virtualenv.
       forbidden: modules that must not be importable in the virtualenv.
       imports: modules that must import there (else the client is skipped: it does not work on this machine).
+      env: extra environment variables of the probe.
     """
 
     key: str
@@ -133,6 +134,7 @@ class Client:
     edgetl: bool = False
     forbidden: Tuple[str, ...] = ()
     imports: Tuple[str, ...] = ()
+    env: Tuple[Tuple[str, str], ...] = ()
 
 
 def base_dependencies() -> List[str]:
@@ -157,7 +159,10 @@ def clients() -> Dict[str, Client]:
                ("tflite-runtime==2.14.0", "numpy<2") + runtime_dependencies, EDGETL_PROBE, "tflite-runtime", edgetl=True,
                forbidden=("ai_edge_litert", "tensorflow"), imports=("tflite_runtime.interpreter", "edgetl.predict")),
         Client("litert", "ai-edge-litert (edgetl predict)", None, EDGETL_PROBE, "litert"),
-        Client("tensorflow", "TensorFlow's interpreter (edgetl predict)", None, EDGETL_PROBE, "tensorflow"),
+        # With TensorFlow imported, edgetl's sandbox checks each new file in a fresh Python, which imports
+        # TensorFlow again (~10 s a file); LiteRT's runs above already ran every file in the sandbox.
+        Client("tensorflow", "TensorFlow's interpreter (edgetl predict)", None, EDGETL_PROBE, "tensorflow",
+               env=(("EDGETL_SANDBOX", "off"),)),
     ]
     return {client.key: client for client in items}
 
@@ -246,8 +251,9 @@ def prepare_venv(client: Client, root: Path, log) -> Tuple[Optional[Path], float
     return python, time.perf_counter() - started, ""
 
 
-def _run(argv: Sequence[str], cwd: Path) -> subprocess.CompletedProcess:
+def _run(argv: Sequence[str], cwd: Path, extra_env: Sequence[Tuple[str, str]] = ()) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(dict(extra_env))
     if Path(argv[0]) == Path(sys.executable):
         env["PYTHONPATH"] = str(REPO)  # this Python runs the repository's edgetl; a client's runs its own copy
     return subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=900, cwd=str(cwd), env=env)
@@ -257,7 +263,7 @@ def probe(client: Client, python: Path, models: Dict[str, str], images: Dict[str
     """Runs ``client``'s probe on ``models``; a process that dies is run again per model to name the one that killed it."""
     code = client.probe + _PROBE_HEAD.replace('out = {"version": ""', 'out = {"version": VERSION')
     job = {"models": models, "images": images, "runtime": client.runtime}
-    done = _run([python, "-c", code, json.dumps(job)], cwd)
+    done = _run([python, "-c", code, json.dumps(job)], cwd, client.env)
     if done.returncode == 0:
         return json.loads(done.stdout.strip().splitlines()[-1])
     if len(models) == 1:

@@ -424,6 +424,7 @@ def _client_matrix():
 
     spec = importlib.util.spec_from_file_location("client_matrix", Path(__file__).resolve().parents[1] / "scripts" / "client_matrix.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses resolve their annotations through sys.modules
     spec.loader.exec_module(module)
     return module
 
