@@ -210,17 +210,21 @@ def embed_entries(data: bytes, entries: Mapping[str, bytes], default_names: Opti
 
     appended = read_associated_files(data)
     model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
-    kept = [m for m in (model.metadata or []) if _entry_name(m) not in entries]
+    model.metadata = list(model.metadata or [])
     model.buffers = list(model.buffers or [])
+    existing = {_entry_name(m): m for m in model.metadata}
     for name, content in entries.items():
         buffer = schema.BufferT()
         buffer.data = np.frombuffer(content, np.uint8)
+        entry = existing.get(name)
+        if entry is not None and 0 <= entry.buffer < len(model.buffers):
+            model.buffers[entry.buffer] = buffer  # in place: the old content leaves no orphan buffer behind
+            continue
         model.buffers.append(buffer)
         entry = schema.MetadataT()
         entry.name = name
         entry.buffer = len(model.buffers) - 1
-        kept.append(entry)
-    model.metadata = kept
+        model.metadata.append(entry)
     tensors = model.subgraphs[0].tensors if model.subgraphs else []
     for index, name in (default_names or {}).items():
         if 0 <= index < len(tensors) and not tensors[index].name:

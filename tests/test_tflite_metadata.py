@@ -320,3 +320,11 @@ def test_labels_of_the_wrong_length_in_the_metadata_are_one_clear_line(tmp_path)
 def test_associated_files_of_a_file_without_a_zip_are_empty():
     plain = build_colour_model()
     assert associated_files(plain) == {} and read_associated_files(plain) == {}
+
+
+def test_replacing_an_entry_leaves_no_orphan_buffer():
+    card = colour_card("uint8")
+    once = embed_metadata(build_colour_model("uint8"), card)
+    twice = carry_metadata(once, once, dataclasses.replace(card, variant="int8-edgetpu"))
+    assert read_card(twice).variant == "int8-edgetpu" and parse_model(twice).tflite_metadata.labels == card.labels
+    assert abs(len(twice) - len(once)) < 64  # the card's buffer was rewritten, not a second one added

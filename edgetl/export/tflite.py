@@ -531,9 +531,10 @@ def export_run(
     MediaPipe and the Task Library read (``edgetl.export.metadata``), with
     ``labels.txt`` in a zip after the flatbuffer. The converter keeps op
     versions loadable by TFLite ``config.min_runtime`` where it can; a file
-    that still needs a newer runtime is named in a warning. The input of every variant is RGB pixels
-    in [0, 255] (float32, or uint8/int8 per ``io_type``: raw pixels, minus
-    128 for int8); the backbone's normalisation is inside the model, or, in
+    that still needs a newer runtime is named in a warning. The input of
+    every variant is RGB pixels in [0, 255] (float32, or uint8/int8 per
+    ``io_type``: raw pixels, minus 128 for int8); the backbone's
+    normalisation is inside the model, or, in
     int8 files of backbones whose normalisation is the same for every
     channel, in the input quantization (the card's mean/std say which). Each file
     is written atomically, then reloaded with the LiteRT interpreter and run
