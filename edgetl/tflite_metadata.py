@@ -552,8 +552,10 @@ def read_associated_files(data: bytes, names: Optional[Sequence[str]] = None,
         file is larger than ``limit``.
     """
     archive = _zip(data)
-    if archive is None:
-        return {}
+    return {} if archive is None else _read_members(archive, names, limit)
+
+
+def _read_members(archive: zipfile.ZipFile, names: Optional[Sequence[str]], limit: int) -> Dict[str, bytes]:
     files = {}
     try:
         for info in archive.infolist():
@@ -610,9 +612,10 @@ def read_tflite_metadata(data: bytes, buffer: Optional[bytes], name: str = "mode
     if not named:
         return metadata, tuple(warnings)
     try:
-        files = associated_files(data)
-        wanted = [labels_file.name] if labels_file is not None else []
-        contents = read_associated_files(data, wanted) if wanted and labels_file.name in files else {}
+        archive = _zip(data)
+        files = {} if archive is None else {info.filename: int(info.file_size) for info in archive.infolist()}
+        wanted = [labels_file.name] if labels_file is not None and labels_file.name in files else []
+        contents = _read_members(archive, wanted, MAX_ASSOCIATED_FILE_BYTES) if wanted else {}
     except TFLiteMetadataError as e:
         return metadata, tuple(warnings) + (f"'{name}': {e}; the files its TFLite metadata names ({', '.join(named)}) "
                                             f"cannot be used. Pass --labels FILE, or re-copy the model.",)
