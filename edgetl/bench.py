@@ -19,7 +19,7 @@ import numpy as np
 from edgetl import __version__
 from edgetl.errors import ConfigError, DatasetError, EdgetlError
 from edgetl.images import IMAGE_EXTENSIONS, ImageReadError, load_image
-from edgetl.modelfile import ModelInfo, check_image_input, parse_model, read_model
+from edgetl.modelfile import ModelInfo, check_image_input, input_metadata, parse_model, read_model
 from edgetl.runtime.environment import host_fingerprint, peak_rss_mb, usable_cores
 from edgetl.runtime.interpreter import (
     DelegateSpec,
@@ -289,7 +289,7 @@ def make_inputs(model: ModelInfo, images: Sequence[str], seed: int) -> Tuple[Lis
     for position, tensor in enumerate(model.inputs):
         shape = tuple(max(d, 1) for d in tensor.shape)
         if position == 0 and images:
-            transform = input_transform(tensor, model.card, model_name=model.path)
+            transform = input_transform(tensor, model.card, model_name=model.path, standard=input_metadata(model, position))
             tensors = []
             for path in find_images(images):
                 try:
@@ -301,7 +301,8 @@ def make_inputs(model: ModelInfo, images: Sequence[str], seed: int) -> Tuple[Lis
             continue
         if len(shape) == 4 and shape[3] == 3 and tensor.dtype in ("float32", "uint8", "int8"):
             try:
-                transform = input_transform(tensor, model.card, model_name=model.path)
+                transform = input_transform(tensor, model.card, model_name=model.path,
+                                            standard=input_metadata(model, position))
                 feeds.append([transform(rng.integers(0, 256, size=shape, dtype=np.uint8))])
                 continue
             except EdgetlError:

@@ -225,11 +225,16 @@ def train(recipe, out, fresh, **_):
     click.echo(result.summary())
 
 
+_MIN_RUNTIME_HELP = ("Oldest TFLite runtime every exported file must load in (2.14 = tflite-runtime on 32-bit Pi OS "
+                     "and Coral images). Op versions are kept there where the converter can; a file that cannot is "
+                     "named with the version it needs.")
+
 # `run` flags beyond the train ones: applied only when typed (a recipe's value stands otherwise).
 _RUN_FLAGS = {
     "qat_epochs": ("qat", "epochs"), "qat_lr": ("qat", "learning_rate"),
     "variants": ("export", "variants"), "io_type": ("export", "io_type"),
     "calibration_images": ("export", "calibration_images"), "edgetpu": ("export", "edgetpu"),
+    "min_runtime": ("export", "min_runtime"),
     "bench_threads": ("report", "threads"), "bench_seconds": ("report", "bench_seconds"), "bench_runs": ("report", "bench_runs"),
     "bench_rounds": ("report", "bench_rounds"),
     "max_drop": ("report", "max_drop"), "prefer": ("report", "prefer"),
@@ -249,6 +254,7 @@ _RUN_FLAGS = {
               help="Input/output dtype of the integer variants.")
 @click.option("--calibration-images", type=int, default=300, show_default=True, help="Training images calibrating int8 PTQ.")
 @click.option("--edgetpu", is_flag=True, help="Also compile the integer variants with edgetpu_compiler (when on PATH).")
+@click.option("--min-runtime", default="2.14", show_default=True, metavar="VERSION", help=_MIN_RUNTIME_HELP)
 @click.option("--bench-threads", default=None, metavar="N[,N...]", help="Thread counts benchmarked. Default: 1 and all usable cores.")
 @click.option("--bench-seconds", type=float, default=1.0, show_default=True, help="Minimum timed seconds per file and thread count.")
 @click.option("--bench-runs", type=int, default=50, show_default=True, help="Minimum timed runs per file and thread count.")
@@ -374,6 +380,12 @@ def _int_list(text: Optional[str], name: str):
         raise click.BadParameter(f"expected comma-separated integers like 1,2,4; got '{text}'", param_hint=name) from None
 
 
+def _warn(warnings) -> None:
+    """Problems that were set aside (e.g. a third-party file's damaged metadata): one stderr line each."""
+    for warning in warnings:
+        click.echo(f"Warning: {warning}", err=True)
+
+
 def _emit(text: str, output: Optional[str]) -> None:
     click.echo(text)
     if output:
@@ -473,7 +485,8 @@ def _inference_options(func):
     """The labels, preprocessing and interpreter options `eval` and `predict` share."""
     options = [
         click.option("--labels", "labels_file", type=click.Path(dir_okay=False), default=None,
-                     help="Labels file (one per line, output order); default: the model card's labels."),
+                     help="Labels file (one per line, output order, or Coral's INDEX LABEL lines); default: the "
+                          "model card's labels, else those of the TFLite metadata."),
         click.option("--mean", default=None, metavar="M|R,G,B", help="Override the per-channel mean (third-party float models)."),
         click.option("--std", default=None, metavar="S|R,G,B", help="Override the per-channel std, e.g. 127.5 for [-1, 1] inputs."),
         click.option("--delegate", default="xnnpack", show_default=True, help=_DELEGATE_HELP),
@@ -521,6 +534,7 @@ def eval_command(model, data, top_k, batch_size, labels_file, mean, std, delegat
         std=parse_channel_values(std, "std"), progress=not no_progress and sys.stderr.isatty(),
     )
     result = evaluate(model, data, config)
+    _warn(result.warnings)
     _emit(_to_json(result.to_dict()) if as_json else result.format(), output)
 
 
@@ -534,25 +548,28 @@ def eval_command(model, data, top_k, batch_size, labels_file, mean, std, delegat
 def predict(model, images, top_k, labels_file, mean, std, delegate, delegate_option, threads, runtime, as_json):
     """Top-k labels with scores for each IMAGE.
 
-    Labels come from the model card, or --labels for third-party models. A
-    uint8/int8 model without a card gets raw pixels; a float model without a
-    card gets (pixel - mean) / std with --mean/--std (default 0 and 1).
+    Labels and preprocessing come from --labels/--mean/--std, else the edgetl
+    model card, else the file's standard TFLite metadata (labels.txt,
+    NormalizationOptions), else the defaults. A uint8/int8 model without a
+    card gets raw pixels; a float model gets (pixel - mean) / std (default 0
+    and 1). --labels takes one label per line, or Coral's INDEX LABEL lines.
 
     \b
     Examples:
       edgetl predict runs/flowers/export/model_int8.tflite rose.jpg tulip.png
       edgetl predict mobilenet_v2_1.0_224_quant.tflite parrot.jpg --labels imagenet_labels.txt -k 3
     """
+    from edgetl.labels import parse_labels
     from edgetl.predict import predict as run_predict
-    from edgetl.predict import read_labels
     from edgetl.runtime.interpreter import DelegateSpec, parse_options
     from edgetl.runtime.tensors import parse_channel_values
 
     result = run_predict(
         model, list(images), top_k=top_k, delegate=DelegateSpec.parse(delegate, parse_options(delegate_option)),
-        threads=threads, runtime=runtime, labels=read_labels(labels_file) if labels_file else None,
+        threads=threads, runtime=runtime, labels=parse_labels(labels_file) if labels_file else None,
         mean=parse_channel_values(mean, "mean"), std=parse_channel_values(std, "std"),
     )
+    _warn(result.warnings)
     click.echo(_to_json(result.to_dict()) if as_json else result.format())
 
 
@@ -565,7 +582,10 @@ def inspect(model, as_json):
 
     Inputs/outputs (shape, dtype, quantization), op histogram, whether it is
     fully integer, whether it is Edge TPU-compiled or ready to compile, the
-    metadata entries, the embedded edgetl model card and the size.
+    oldest TFLite runtime it loads in, the metadata entries, the standard
+    TFLite metadata (what MediaPipe and the Task Library read), the embedded
+    edgetl model card, and which labels and preprocessing the device
+    commands use, from where.
 
     \b
     Examples:
@@ -636,30 +656,35 @@ def qat(run_dir, epochs, learning_rate, batch_size, steps_per_epoch, calibration
 @click.option("--max-drop", "max_accuracy_drop", type=float, default=2.0, show_default=True,
               help="Flag a variant losing more accuracy points than this against the Keras float model.")
 @click.option("--edgetpu", is_flag=True, help="Also compile int8 models with edgetpu_compiler (when on PATH).")
+@click.option("--min-runtime", default="2.14", show_default=True, metavar="VERSION", help=_MIN_RUNTIME_HELP)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Output folder. Default: RUN_DIR/export.")
 @click.option("--seed", type=int, default=42, show_default=True, help="Seed of the calibration sample.")
 @handle_errors
 def export(run_dir, variants, io_type, calibration_images, calibration_dir, verify_images, no_verify,
-           max_accuracy_drop, edgetpu, out_dir, seed):
+           max_accuracy_drop, edgetpu, min_runtime, out_dir, seed):
     """Export a trained run to TFLite, one verified .tflite per variant.
 
     Each file embeds its model card (labels, input size/dtype/quantization,
-    preprocessing, backbone, edgetl version); labels.txt and manifest.json
-    (name, variant, size, sha256, accuracy) are written next to them. Every
-    file is run on validation images right after export and its accuracy
-    compared with the Keras float model.
+    preprocessing, backbone, edgetl version) and the standard TFLite metadata
+    (labels.txt, NormalizationOptions) that MediaPipe Tasks and the TFLite Task
+    Library read; labels.txt and manifest.json (name, variant, size, sha256,
+    accuracy, minimum runtime) are written next to them. Every file is run on
+    validation images right after export and its accuracy compared with the
+    Keras float model.
 
     \b
     Examples:
       edgetl export runs/flowers --variants fp32,fp16,dynamic,int8,qat-int8
       edgetl export runs/flowers --variants int8 --io-type int8 --edgetpu
+      edgetl export runs/flowers --min-runtime 2.17   # newer devices only: per-channel dynamic-range weights
     """
     from edgetl.config import ExportConfig
     from edgetl.run_dir import RunPaths
 
     config = ExportConfig(variants=variants or (), io_type=io_type, calibration_images=calibration_images,
                           calibration_dir=calibration_dir, verify=not no_verify, verify_images=verify_images,
-                          max_accuracy_drop=max_accuracy_drop, edgetpu=edgetpu, out_dir=out_dir, seed=seed)
+                          max_accuracy_drop=max_accuracy_drop, edgetpu=edgetpu, out_dir=out_dir, seed=seed,
+                          min_runtime=min_runtime)
     RunPaths.of(run_dir).require_model()  # fail before TensorFlow loads
     from edgetl.export.tflite import export_run
 

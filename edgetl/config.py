@@ -323,6 +323,10 @@ class ExportConfig:
       edgetpu: also compile the integer variants with ``edgetpu_compiler``.
       out_dir: output folder; None = RUN/export.
       seed: seed of the calibration sample.
+      min_runtime: the oldest TFLite runtime every file must load in
+        ('2.14': tflite-runtime on 32-bit Pi OS and Coral images); the
+        converter keeps op versions there where it can, and a file that
+        still needs a newer one is named in a warning.
     """
 
     variants: Tuple[str, ...] = ()
@@ -335,11 +339,14 @@ class ExportConfig:
     edgetpu: bool = False
     out_dir: Optional[str] = None
     seed: int = 42
+    min_runtime: str = "2.14"
 
     def __post_init__(self):
+        from edgetl.export.min_runtime import parse_version
         from edgetl.export.variants import IO_TYPES, parse_variants
 
         object.__setattr__(self, "variants", parse_variants(self.variants or ()))
+        parse_version(self.min_runtime, "min_runtime")
         _check_choice("io_type", self.io_type, IO_TYPES)
         _check_range("calibration_images", self.calibration_images, 1, 10**6)
         _check_range("verify_images", self.verify_images, 1, 10**7)

@@ -7,6 +7,7 @@ import concurrent.futures
 import dataclasses
 import os
 import time
+import unicodedata
 from pathlib import Path
 from typing import Any, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -15,7 +16,8 @@ import numpy as np
 from edgetl.data.folder import SkippedFile, scan_folder
 from edgetl.errors import ConfigError, DatasetError, suggest
 from edgetl.images import ImageReadError
-from edgetl.predict import Classifier, read_labels
+from edgetl.labels import parse_labels
+from edgetl.predict import Classifier
 from edgetl.runtime.interpreter import DelegateSpec, RuntimeInfo
 from edgetl.runtime.tensors import Triple
 
@@ -111,6 +113,7 @@ class EvalResult:
         confusion-matrix column (a class index; ``len(per_class)`` for
         '(other)'); -1 for an image that was skipped. Paired comparisons of two
         files on the same images (McNemar's test in the run report) use it.
+      warnings: problems with the file's standard metadata that were set aside.
     """
 
     model: str
@@ -127,6 +130,7 @@ class EvalResult:
     runtime: RuntimeInfo
     seconds: float
     predictions: Tuple[int, ...] = ()
+    warnings: Tuple[str, ...] = ()
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-ready dictionary."""
@@ -175,17 +179,25 @@ def _class_folders(root: str) -> List[str]:
 
 
 def _match_label(name: str, labels: Sequence[str]) -> Optional[int]:
-    """Index of the label a class folder stands for: exact, then case-insensitive, then a comma-separated synonym."""
+    """Index of the label a class folder stands for: exact, then loosely, then a comma-separated synonym.
+
+    Loosely: the same text after Unicode NFC normalisation (a folder copied
+    from macOS is NFD), ignoring case, '_' for ' ' and spaces at the ends.
+    """
     if name in labels:
         return labels.index(name)
-    lowered = name.lower().replace("_", " ")
+    loose = _loose(name)
     for index, label in enumerate(labels):
-        if label.lower().replace("_", " ") == lowered:
+        if _loose(label) == loose:
             return index
     for index, label in enumerate(labels):
-        if lowered in (part.strip().lower() for part in label.split(",")):
+        if loose in (_loose(part) for part in label.split(",")):
             return index
     return None
+
+
+def _loose(text: str) -> str:
+    return unicodedata.normalize("NFC", text).casefold().replace("_", " ").strip()
 
 
 def _batches(paths: Sequence[str], size: int) -> Iterator[Sequence[int]]:
@@ -243,12 +255,13 @@ def evaluate(model: str, data: str, config: EvalConfig = EvalConfig()) -> EvalRe
       >>> print(result.format())
     """
     start = time.perf_counter()
-    labels = read_labels(config.labels_file) if config.labels_file else None
+    labels = parse_labels(config.labels_file) if config.labels_file else None
     delegate = DelegateSpec.parse(config.delegate, config.delegate_options)
     classifier = Classifier(model, delegate, config.threads, config.runtime, labels, config.mean, config.std)
     if not any(classifier.labels):
         raise ConfigError(
-            f"'{model}' carries no labels (no edgetl model card), so class folders cannot be matched to outputs; "
+            f"'{model}' carries no labels (no model card, no labels in its TFLite metadata), so class folders "
+            f"cannot be matched to outputs; "
             f"pass --labels FILE with one label per output."
         )
     folder_names = _class_folders(data)
@@ -301,7 +314,7 @@ def evaluate_split(model: str, paths: Sequence[str], labels: Sequence[int], clas
     start = time.perf_counter()
     if not len(paths):
         raise DatasetError(f"No images to evaluate '{model}' on ({name} is empty).")
-    labels_override = read_labels(config.labels_file) if config.labels_file else None
+    labels_override = parse_labels(config.labels_file) if config.labels_file else None
     delegate = DelegateSpec.parse(config.delegate, config.delegate_options)
     classifier = Classifier(model, delegate, config.threads, config.runtime, labels_override, config.mean, config.std)
     class_index = []
@@ -365,4 +378,5 @@ def _evaluate_items(classifier: Classifier, model: str, data: str, paths: Sequen
         per_class=tuple(per_class), confusion=tuple(tuple(int(v) for v in row) for row in confusion), columns=columns,
         skipped=tuple(skipped), preprocessing=classifier.transform.describe(), runtime=classifier.loaded.runtime,
         seconds=time.perf_counter() - start, predictions=tuple(int(v) for v in predictions),
+        warnings=classifier.warnings,
     )

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
+from edgetl import tflite_schema
 from edgetl.errors import ModelFileError
 
 METADATA_NAME = "edgetl.model_card"
@@ -116,20 +117,6 @@ class ModelCard:
         )
 
 
-def _schema():
-    """The TFLite flatbuffer schema module shipped with a runtime package."""
-    try:
-        from ai_edge_litert import schema_py_generated as schema
-    except ImportError:
-        try:
-            from tensorflow.lite.python import schema_py_generated as schema
-        except ImportError as e:
-            raise ModelFileError(
-                "Reading or writing TFLite metadata needs the ai-edge-litert package: pip install ai-edge-litert"
-            ) from e
-    return schema
-
-
 def check_tflite_bytes(data: bytes, name: str = "model") -> None:
     """Cheap structural checks before a flatbuffer parser or interpreter sees ``data``.
 
@@ -154,7 +141,7 @@ def read_metadata(data: bytes) -> Dict[str, bytes]:
       ModelFileError: when the flatbuffer cannot be parsed.
     """
     check_tflite_bytes(data)
-    schema = _schema()
+    schema = tflite_schema.reader()
     try:
         model = schema.Model.GetRootAs(data, 0)
         entries = {}
@@ -194,24 +181,62 @@ def embed_card(data: bytes, card: ModelCard) -> bytes:
       >>> tflite_bytes = embed_card(converter.convert(), card)
       >>> read_card(tflite_bytes).labels
     """
+    return embed_entries(data, {METADATA_NAME: card.to_json().encode("utf-8")})
+
+
+def embed_entries(data: bytes, entries: Mapping[str, bytes], default_names: Optional[Mapping[int, str]] = None) -> bytes:
+    """Returns a copy of the ``.tflite`` bytes with the metadata ``entries`` set (same-named ones replaced).
+
+    The model is repacked with the schema's object API (export side: needs
+    ai-edge-litert or TensorFlow), writing each distinct vector once. A zip
+    of associated files appended to ``data`` (the standard metadata's
+    ``labels.txt``) is appended again after the new flatbuffer: a repack
+    drops everything after the flatbuffer.
+
+    Args:
+      data: the model.
+      entries: metadata name -> content.
+      default_names: tensor index (main subgraph) -> name given to that tensor
+        when the flatbuffer leaves it unnamed.
+
+    Raises:
+      ModelFileError: ``data`` is not a TFLite model, or its appended zip is damaged.
+    """
     check_tflite_bytes(data)
-    schema = _schema()
+    schema = tflite_schema.object_api()
     import flatbuffers
 
+    from edgetl.tflite_metadata import append_associated_files, read_associated_files
+
+    appended = read_associated_files(data)
     model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
-    buffer = schema.BufferT()
-    buffer.data = np.frombuffer(card.to_json().encode("utf-8"), np.uint8)
+    model.metadata = list(model.metadata or [])
     model.buffers = list(model.buffers or [])
-    model.buffers.append(buffer)
-    entries = [m for m in (model.metadata or []) if (m.name or b"") not in (METADATA_NAME, METADATA_NAME.encode())]
-    entry = schema.MetadataT()
-    entry.name = METADATA_NAME
-    entry.buffer = len(model.buffers) - 1
-    entries.append(entry)
-    model.metadata = entries
+    existing = {_entry_name(m): m for m in model.metadata}
+    for name, content in entries.items():
+        buffer = schema.BufferT()
+        buffer.data = np.frombuffer(content, np.uint8)
+        entry = existing.get(name)
+        if entry is not None and 0 <= entry.buffer < len(model.buffers):
+            model.buffers[entry.buffer] = buffer  # in place: the old content leaves no orphan buffer behind
+            continue
+        model.buffers.append(buffer)
+        entry = schema.MetadataT()
+        entry.name = name
+        entry.buffer = len(model.buffers) - 1
+        model.metadata.append(entry)
+    tensors = model.subgraphs[0].tensors if model.subgraphs else []
+    for index, name in (default_names or {}).items():
+        if 0 <= index < len(tensors) and not tensors[index].name:
+            tensors[index].name = name
     builder = _sharing_builder(flatbuffers)(len(data) + 4096)
     builder.Finish(model.Pack(builder), file_identifier=TFLITE_IDENTIFIER)
-    return bytes(builder.Output())
+    return append_associated_files(bytes(builder.Output()), appended)
+
+
+def _entry_name(entry) -> str:
+    name = entry.name or b""
+    return name.decode("utf-8", "replace") if isinstance(name, bytes) else name
 
 
 def _sharing_builder(flatbuffers):
@@ -243,5 +268,7 @@ def _sharing_builder(flatbuffers):
 
 
 def labels_text(labels: List[str]) -> str:
-    """``labels.txt`` content: one label per line, in output order."""
-    return "".join(f"{label}\n" for label in labels)
+    """``labels.txt`` content: one label per line, in output order (see ``edgetl.labels.labels_text``)."""
+    from edgetl.labels import labels_text as text
+
+    return text(labels)

@@ -1,8 +1,11 @@
 """Checks and parses a ``.tflite`` file without an interpreter: I/O, ops, integer-only and Edge TPU readiness.
 
-Everything here reads the flatbuffer with the schema module alone, so ``edgetl
-inspect`` never hands an untrusted file to native code, and every command runs
-these checks before an interpreter sees the bytes.
+Everything here reads the flatbuffer with the ``tflite`` schema package alone
+(``edgetl.tflite_schema``: no runtime package needed), so ``edgetl inspect``
+never hands an untrusted file to native code, and every command runs these
+checks before an interpreter sees the bytes. Both metadata blocks are read:
+edgetl's own entry (the model card) and the standard TFLite metadata that
+MediaPipe and the Task Library read (``edgetl.tflite_metadata``).
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ import hashlib
 import os
 import stat
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+from edgetl import tflite_schema
 from edgetl.errors import ModelFileError
-from edgetl.model_card import TFLITE_IDENTIFIER, ModelCard, _schema, check_tflite_bytes, read_card, read_metadata
+from edgetl.model_card import TFLITE_IDENTIFIER, ModelCard, check_tflite_bytes, read_card, read_metadata
+from edgetl.tflite_metadata import METADATA_BUFFER_NAME, TensorMetadata, TFLiteMetadata, read_tflite_metadata
 
 PathLike = Union[str, os.PathLike]
 
@@ -112,8 +117,13 @@ class ModelInfo:
       edgetpu_ready: the Edge TPU compiler can map the whole graph.
       edgetpu_issues: why not (empty when ready or already compiled).
       metadata: metadata entry name -> size in bytes.
-      min_runtime_version: the converter's 'min_runtime_version' entry, if any.
+      min_runtime_version: the converter's 'min_runtime_version' entry: the
+        oldest TFLite runtime with every op version the file uses ('' when absent).
       card: the embedded edgetl model card, or None (third-party models).
+      tflite_metadata: the standard TFLite metadata (``TFLITE_METADATA``) with
+        the labels of its appended zip, or None.
+      warnings: problems with the standard metadata or its zip; they are
+        ignored (the device falls back to flags and defaults) and shown.
     """
 
     path: str
@@ -133,6 +143,8 @@ class ModelInfo:
     metadata: Dict[str, int]
     min_runtime_version: str = ""
     card: Optional[ModelCard] = None
+    tflite_metadata: Optional[TFLiteMetadata] = None
+    warnings: Tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -154,6 +166,27 @@ class ModelInfo:
 def json_card(card: Optional[ModelCard]) -> Optional[Dict[str, Any]]:
     """The card as a plain dictionary, or None."""
     return None if card is None else dataclasses.asdict(card)
+
+
+def model_labels(info: ModelInfo) -> Tuple[Tuple[str, ...], str]:
+    """The labels a model carries and where they come from: edgetl's model card, else the standard metadata.
+
+    Returns:
+      (labels, source): source is 'model card', 'TFLite metadata, labels.txt'
+      or 'none' (then labels is empty).
+    """
+    if info.card is not None and info.card.labels:
+        return tuple(info.card.labels), "model card"
+    standard = info.tflite_metadata
+    if standard is not None and standard.labels:
+        return standard.labels, f"TFLite metadata, {standard.labels_file}"
+    return (), "none"
+
+
+def input_metadata(info: ModelInfo, index: int = 0) -> Optional[TensorMetadata]:
+    """The standard TFLite metadata of input ``index`` (a ``TensorMetadata``), or None."""
+    standard = info.tflite_metadata
+    return standard.inputs[index] if standard is not None and index < len(standard.inputs) else None
 
 
 def read_model(path: PathLike) -> bytes:
@@ -199,10 +232,6 @@ def read_model(path: PathLike) -> bytes:
                              f"small device holds; check that it is the right file.")
     check_tflite_bytes(data, str(path))
     return data
-
-
-def _enum_names(enum_class) -> Dict[int, str]:
-    return {value: name for name, value in vars(enum_class).items() if not name.startswith("_") and isinstance(value, int)}
 
 
 def _op_name(code, builtin_names: Dict[int, str], custom_code: int) -> str:
@@ -282,9 +311,9 @@ def parse_model(data: bytes, path: str = "model") -> ModelInfo:
       ModelFileError: the flatbuffer is truncated or damaged, or has no subgraph.
     """
     check_tflite_bytes(data, path)
-    schema = _schema()
-    builtin_names = _enum_names(schema.BuiltinOperator)
-    type_names = _enum_names(schema.TensorType)
+    schema = tflite_schema.reader()
+    builtin_names = tflite_schema.enum_names(schema.BuiltinOperator)
+    type_names = tflite_schema.enum_names(schema.TensorType)
     custom_code = schema.BuiltinOperator.CUSTOM
     try:
         model = schema.Model.GetRootAs(data, 0)
@@ -341,6 +370,7 @@ def parse_model(data: bytes, path: str = "model") -> ModelInfo:
 
     metadata = read_metadata(data)
     card = read_card(data)
+    standard, warnings = read_tflite_metadata(data, metadata.get(METADATA_BUFFER_NAME), str(path))
     edgetpu_compiled = EDGETPU_CUSTOM_OP in op_counts
     fully_integer = not any(t in _FLOAT_TYPES for t in tensor_types)
     if not edgetpu_compiled:
@@ -381,6 +411,8 @@ def parse_model(data: bytes, path: str = "model") -> ModelInfo:
         metadata={name: len(value) for name, value in metadata.items()},
         min_runtime_version=metadata.get("min_runtime_version", b"").rstrip(b"\x00").decode("utf-8", "replace"),
         card=card,
+        tflite_metadata=standard,
+        warnings=warnings,
     )
 
 
@@ -448,8 +480,9 @@ def format_info(info: ModelInfo, max_labels: int = 5) -> str:
         f"{info.path}",
         f"  size: {info.size_bytes / 1e6:.2f} MB ({info.size_bytes:,} bytes), sha256 {info.sha256[:16]}",
         f"  schema v{info.schema_version}, {info.subgraphs} subgraph(s)"
-        + (f", min runtime {info.min_runtime_version}" if info.min_runtime_version else "")
         + (f", description '{info.description}'" if info.description else ""),
+        "  min runtime: " + (f"TFLite {info.min_runtime_version} (the converter's min_runtime_version: the oldest "
+                             f"runtime with every op version the file uses)" if info.min_runtime_version else "not recorded"),
         "",
     ]
     rows = [["input", t.name, t.describe()] for t in info.inputs] + [["output", t.name, t.describe()] for t in info.outputs]
@@ -469,12 +502,16 @@ def format_info(info: ModelInfo, max_labels: int = 5) -> str:
         tpu = "not ready: " + "; ".join(info.edgetpu_issues)
     lines.append(f"  Edge TPU: {tpu}")
     if info.metadata:
-        lines.append("  metadata: " + ", ".join(f"{name} ({size} B)" for name, size in info.metadata.items()))
+        standard = info.tflite_metadata
+        files = "; appended zip: " + ", ".join(f"{name} ({size:,} B)" for name, size in standard.files.items()) \
+            if standard is not None and standard.files else ""
+        lines.append("  metadata: " + ", ".join(f"{name} ({size:,} B)" for name, size in info.metadata.items()) + files)
+    lines += _format_tflite_metadata(info.tflite_metadata, max_labels)
     card = info.card
     if card is None:
-        lines.append("  model card: none (third-party model: pass --labels, and --mean/--std for float inputs)")
+        lines.append("  model card: none (not exported by edgetl)")
     else:
-        shown = ", ".join(card.labels[:max_labels]) + (f", ... ({len(card.labels)} in all)" if len(card.labels) > max_labels else "")
+        shown = _shown(card.labels, max_labels)
         lines.append(f"  model card: {card.backbone or '?'}"
                      + (f" alpha {card.alpha}" if card.alpha is not None else "")
                      + f", variant {card.variant or '?'}, edgetl {card.edgetl_version or '?'}")
@@ -482,7 +519,63 @@ def format_info(info: ModelInfo, max_labels: int = 5) -> str:
         lines.append(f"    preprocessing: (pixel - {_triple(card.mean)}) / {_triple(card.std)}, {card.resize} resize, {card.color}"
                      + (f"; in graph: {card.preprocessing}" if card.preprocessing else ""))
         lines.append(f"    output: {card.output_kind}")
+    lines += _format_sources(info, max_labels)
+    lines += [f"  warning: {warning}" for warning in info.warnings]
     return "\n".join(lines)
+
+
+def _shown(labels: Sequence[str], max_labels: int) -> str:
+    """The first labels, quoted where a comma or a space at an end would blur where one ends."""
+    def quoted(label: str) -> str:
+        return repr(label) if not label or "," in label or label != label.strip() else label
+
+    return ", ".join(quoted(label) for label in labels[:max_labels]) + \
+        (f", ... ({len(labels)} in all)" if len(labels) > max_labels else "")
+
+
+def _format_tflite_metadata(standard, max_labels: int) -> List[str]:
+    """The standard TFLite metadata block of ``inspect``."""
+    if standard is None:
+        return ["  TFLite metadata: none (MediaPipe and the Task Library need it)"]
+    about = [f"'{standard.name}'" if standard.name else "unnamed"]
+    about += [f"{key} {value}" for key, value in (("version", standard.version), ("author", standard.author)) if value]
+    about.append(f"parser >= {standard.min_parser_version or '?'}")
+    lines = ["  TFLite metadata: " + ", ".join(about)]
+    for kind, tensors in (("input", standard.inputs), ("output", standard.outputs)):
+        for tensor in tensors:
+            parts = [tensor.content or "no content type"]
+            if tensor.color_space:
+                parts[0] += f" {tensor.color_space}"
+            if tensor.normalization:
+                parts.append(f"NormalizationOptions mean {_triple(tensor.mean) if tensor.mean else '?'} "
+                             f"std {_triple(tensor.std) if tensor.std else '?'}")
+            parts += [unit for unit in tensor.process_units if unit != "NormalizationOptions"]
+            if tensor.stats_min or tensor.stats_max:
+                parts.append(f"range [{_triple(tensor.stats_min or ['?'])}, {_triple(tensor.stats_max or ['?'])}]")
+            for file in tensor.associated_files:
+                text = f"{file.type} {file.name}"
+                if file.name == standard.labels_file and standard.labels:
+                    text += f" ({len(standard.labels)} labels: {_shown(standard.labels, max_labels)})"
+                parts.append(text)
+            lines.append(f"    {kind} '{tensor.name}': " + ", ".join(parts))
+    return lines
+
+
+def _format_sources(info: ModelInfo, max_labels: int) -> List[str]:
+    """Which value the device side uses, and where it comes from (flags would win over both)."""
+    labels, source = model_labels(info)
+    lines = ["  device side uses (--labels/--mean/--std win over these):",
+             f"    labels from the {source}: {_shown(labels, max_labels)}" if labels
+             else "    labels: none: pass --labels FILE"]
+    if info.inputs:
+        from edgetl.runtime.tensors import input_transform
+
+        try:
+            transform = input_transform(info.inputs[0], info.card, model_name=info.path, standard=input_metadata(info))
+            lines.append(f"    preprocessing: {transform.describe()}")
+        except ModelFileError:
+            lines.append("    preprocessing: none (not an RGB image input)")
+    return lines
 
 
 def _triple(values) -> str:

@@ -56,6 +56,11 @@ def plot_training_curves(stages: Dict[str, Dict[str, List[float]]], path: Path) 
     return _save(plt, figure, path)
 
 
+def _literal(text: str) -> str:
+    """A class name as matplotlib text, shown as it is: '$' would otherwise start TeX math (and bad TeX raises)."""
+    return str(text).replace("$", r"\$")
+
+
 def plot_confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence[str], path: Path, title: str = "",
                           columns: Optional[Sequence[str]] = None) -> Path:
     """Confusion matrix heat map, rows = true class, columns = predicted class.
@@ -68,8 +73,8 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence
     size = max(4.0, 0.6 * max(len(class_names), len(columns)) + 2)
     figure, axis = plt.subplots(figsize=(size, size))
     image = axis.imshow(matrix, cmap="Blues")
-    axis.set_xticks(range(len(columns)), labels=columns, rotation=45, ha="right")
-    axis.set_yticks(range(len(class_names)), labels=class_names)
+    axis.set_xticks(range(len(columns)), labels=[_literal(name) for name in columns], rotation=45, ha="right")
+    axis.set_yticks(range(len(class_names)), labels=[_literal(name) for name in class_names])
     peak = max((max(row) for row in matrix), default=0)
     for i, row in enumerate(matrix):
         for j, value in enumerate(row):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -13,49 +12,14 @@ import numpy as np
 
 from edgetl.errors import ConfigError, DatasetError, ModelFileError
 from edgetl.images import ImageReadError, load_image
-from edgetl.modelfile import check_image_input, parse_model, read_model
+from edgetl.labels import LabelsFile, read_labels  # noqa: F401 (read_labels: public here since before edgetl.labels)
+from edgetl.modelfile import check_image_input, input_metadata, model_labels, parse_model, read_model
 from edgetl.runtime.interpreter import DelegateSpec, LoadedModel, RuntimeInfo, load_interpreter
 from edgetl.runtime.tensors import InputTransform, Triple, input_transform, to_scores
 
 PathLike = Union[str, os.PathLike]
 # Output types whose values edgetl turns into scores (integers are dequantized).
 _SCORE_TYPES = ("float32", "float16", "uint8", "int8", "int16")
-_INDEXED_LABEL = re.compile(r"^\s*(\d+)[\s:]+(.*\S)\s*$")
-
-
-def read_labels(path: PathLike) -> Tuple[str, ...]:
-    """Reads a labels file: one label per line in output order, or 'INDEX LABEL' lines (Coral style).
-
-    Args:
-      path: the labels file (UTF-8).
-
-    Returns:
-      Labels indexed by output position (gaps in an indexed file become '').
-
-    Raises:
-      ConfigError: the file is missing, unreadable or empty.
-    """
-    path = Path(path)
-    if path.exists() and not path.is_file():  # a folder, or a FIFO that would block the read
-        raise ConfigError(f"Labels file '{path}' is not a regular file; pass a text file with one label per line.")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise ConfigError(f"Labels file '{path}' does not exist; pass a text file with one label per line.") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"Labels file '{path}' cannot be read ({e}); pass a UTF-8 text file with one label per line.") from None
-    lines = text.splitlines()
-    while lines and not lines[-1].strip():
-        lines.pop()
-    if not lines:
-        raise ConfigError(f"Labels file '{path}' is empty; it needs one label per line, in the model's output order.")
-    matches = [_INDEXED_LABEL.match(line) for line in lines if line.strip()]
-    if all(matches) and len(matches) > 1:
-        indexed = {int(m.group(1)): m.group(2) for m in matches}
-        return tuple(indexed.get(i, "") for i in range(max(indexed) + 1))
-    return tuple(line.strip() for line in lines)
-
-
 @dataclasses.dataclass(frozen=True)
 class Prediction:
     """The top-k classes of one image.
@@ -88,6 +52,7 @@ class PredictResult:
       preprocessing: how pixels were turned into input tensors.
       runtime: runtime, delegate and threads used.
       seconds: wall time of decoding and inference.
+      warnings: problems with the file's standard metadata that were set aside.
     """
 
     model: str
@@ -95,11 +60,13 @@ class PredictResult:
     preprocessing: str
     runtime: RuntimeInfo
     seconds: float
+    warnings: Tuple[str, ...] = ()
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-ready dictionary."""
         return {"model": self.model, "preprocessing": self.preprocessing, "runtime": self.runtime.to_dict(),
-                "seconds": round(self.seconds, 4), "predictions": [p.to_dict() for p in self.predictions]}
+                "seconds": round(self.seconds, 4), "predictions": [p.to_dict() for p in self.predictions],
+                "warnings": list(self.warnings)}
 
     def format(self) -> str:
         """One block per image: rank, score, index and label."""
@@ -118,7 +85,11 @@ class Classifier:
       loaded: the interpreter and model information.
       transform: pixels -> input tensor.
       labels: class names by output index ('' entries when unknown).
+      labels_source: where they come from: '--labels', 'model card',
+        'TFLite metadata, labels.txt' or 'none'.
       num_classes: number of outputs.
+      warnings: problems with the file's standard metadata (set aside: the
+        flags and defaults apply instead), one line each.
     """
 
     def __init__(
@@ -127,18 +98,26 @@ class Classifier:
         delegate: Union[str, DelegateSpec] = "xnnpack",
         threads: Optional[int] = None,
         runtime: str = "auto",
-        labels: Optional[Sequence[str]] = None,
+        labels: Optional[Union[Sequence[str], LabelsFile]] = None,
         mean: Optional[Triple] = None,
         std: Optional[Triple] = None,
     ):
         """Loads ``model`` and works out its preprocessing and labels.
+
+        Each comes from the first of: the arguments (flags), edgetl's model
+        card, the standard TFLite metadata (labels.txt in the appended zip,
+        NormalizationOptions), the defaults. Problems with a third-party
+        file's standard metadata are returned as warnings and the metadata is
+        not used (``warnings``).
 
         Args:
           model: ``.tflite`` file.
           delegate: see ``DelegateSpec.parse``.
           threads: interpreter threads (None = runtime default).
           runtime: 'auto', 'litert', 'tflite-runtime' or 'tensorflow'.
-          labels: labels overriding the card's (e.g. from ``--labels``).
+          labels: labels overriding the embedded ones (e.g. ``--labels``); a
+            LabelsFile is read plain or in Coral's indexed form knowing the
+            model (``LabelsFile.resolve``).
           mean: override of the per-channel mean.
           std: override of the per-channel std.
 
@@ -154,7 +133,9 @@ class Classifier:
         self.loaded: LoadedModel = load_interpreter(data, delegate=delegate, threads=threads, runtime=runtime, name=str(model))
         info = self.loaded.model
         card = info.card
-        self.transform: InputTransform = input_transform(info.inputs[0], card, mean, std, model_name=info.path)
+        self.warnings: Tuple[str, ...] = info.warnings
+        self.transform: InputTransform = input_transform(info.inputs[0], card, mean, std, model_name=info.path,
+                                                         standard=input_metadata(info))
         output = info.outputs[0]
         if output.dtype not in _SCORE_TYPES:
             raise ModelFileError(f"'{info.path}' has a {output.dtype} output ({output.describe()}); edgetl reads class "
@@ -173,13 +154,19 @@ class Classifier:
             raise ModelFileError(f"'{info.path}' has a scalar output ({output.describe()}), not class scores; "
                                  f"edgetl predict/eval need an image classifier.")
         self.num_classes = int(np.prod(output.shape[1:])) if len(output.shape) > 1 else int(output.shape[0])
-        if labels is None and card is not None:
-            labels = card.labels
+        embedded, self.labels_source = model_labels(info)
+        if isinstance(labels, LabelsFile):
+            labels = labels.resolve(self.num_classes, embedded or None)
+        if labels is not None:
+            self.labels_source = "--labels"
+        elif embedded:
+            labels = embedded
         if labels is not None and len(labels) != self.num_classes:
-            source = "--labels" if card is None or labels != card.labels else "the model card"
             raise ConfigError(
-                f"{source} has {len(labels)} labels but '{info.path}' outputs {self.num_classes} classes "
-                f"({output.describe()}); pass the labels file made for this model."
+                f"{'--labels' if self.labels_source == '--labels' else 'The ' + self.labels_source} has {len(labels)} "
+                f"labels but '{info.path}' outputs {self.num_classes} classes ({output.describe()}); "
+                + ("pass the labels file made for this model." if self.labels_source == "--labels"
+                   else "the file is inconsistent: pass --labels FILE with one label per output.")
             )
         self.labels: Tuple[str, ...] = tuple(labels) if labels is not None else ("",) * self.num_classes
         self._fixed_batch = int(info.inputs[0].shape[0]) or 1
@@ -231,7 +218,7 @@ def predict(
     delegate: Union[str, DelegateSpec] = "xnnpack",
     threads: Optional[int] = None,
     runtime: str = "auto",
-    labels: Optional[Sequence[str]] = None,
+    labels: Optional[Union[Sequence[str], LabelsFile]] = None,
     mean: Optional[Triple] = None,
     std: Optional[Triple] = None,
 ) -> PredictResult:
@@ -247,7 +234,7 @@ def predict(
       delegate: see ``DelegateSpec.parse``.
       threads: interpreter threads.
       runtime: TFLite runtime to use.
-      labels: labels overriding the embedded ones.
+      labels: labels overriding the embedded ones (a LabelsFile from ``--labels``, or names).
       mean: per-channel mean override (third-party float models).
       std: per-channel std override.
 
@@ -261,8 +248,7 @@ def predict(
       ConfigError: bad options or labels that do not fit the model.
 
     Example:
-      >>> result = predict("mobilenet_v2_1.0_224_quant.tflite", ["parrot.jpg"],
-      ...                  labels=read_labels("imagenet_labels.txt"))
+      >>> result = predict("mobilenet_v2_1.0_224_quant.tflite", ["parrot.jpg"])  # labels from its metadata
       >>> result.predictions[0].labels[0]
       'macaw'
     """
@@ -286,4 +272,4 @@ def predict(
         (indices, values), = classifier.top_k(scores, top_k)
         predictions.append(Prediction(str(image), indices, tuple(classifier.labels[i] for i in indices), values))
     return PredictResult(str(model), tuple(predictions), classifier.transform.describe(), classifier.loaded.runtime,
-                         time.perf_counter() - start)
+                         time.perf_counter() - start, classifier.warnings)

@@ -33,7 +33,7 @@ BENCH_FILE = "bench.json"
 
 _CSV_COLUMNS = ("variant", "file", "size_mb", "accuracy", "accuracy_low", "accuracy_high", "images", "delta_pts",
                 "lost", "gained", "p_value", "p50_ms", "p90_ms", "noise", "latency_reliable", "threads", "speedup",
-                "agreement", "flagged", "recommended", "sha256")
+                "agreement", "flagged", "recommended", "sha256", "min_runtime")
 # Latencies closer than this (relative) are a tie even when both measurements were quiet:
 # run-to-run differences of a few percent are common on any host.
 MIN_LATENCY_MARGIN = 0.05
@@ -65,6 +65,7 @@ class VariantRow:
         has no per-image predictions of the float model).
       noise: spread of the benchmark's per-round medians at ``threads``.
       latency_reliable: False when the benchmark stayed noisy; its latency is not ranked.
+      min_runtime: the oldest TFLite runtime the file loads in ('' when not recorded).
     """
 
     variant: str
@@ -84,6 +85,7 @@ class VariantRow:
     vs_float: Optional[Dict[str, Any]] = None
     noise: Optional[float] = None
     latency_reliable: bool = True
+    min_runtime: str = ""
 
     @property
     def size_mb(self) -> float:
@@ -165,12 +167,12 @@ class Report:
                 _pct(row.accuracy), _interval(row.accuracy_ci), _signed(row.delta_pts),
                 None if p_value is None else f"{p_value:.2g}", _round(row.p50_ms), _round(row.p90_ms),
                 None if row.noise is None else f"{row.noise * 100:.0f}%" + ("" if row.latency_reliable else " noisy"),
-                row.threads, f"{row.speedup:.2f}x" if row.speedup else None,
+                row.threads, f"{row.speedup:.2f}x" if row.speedup else None, row.min_runtime or None,
             ])
         return rows
 
     HEADERS = ("variant", "file", "size MB", "accuracy", "95% CI", "Δ vs float", "p", "p50 ms", "p90 ms", "noise",
-               "threads", "speed-up")
+               "threads", "speed-up", "min runtime")
 
     def format(self) -> str:
         """The terminal version: the table, the recommendation, where the files are."""
@@ -196,7 +198,8 @@ class Report:
             "images, and p is McNemar's exact test of that difference (p < 0.05: a measurable difference; "
             "otherwise the split cannot tell it from chance). Latency is the fastest thread count of the sweep "
             "below, the files measured interleaved in rounds; noise is the spread of the round medians, and a "
-            "'noisy' latency is not used to rank. Speed-up is against the fp32 file.",
+            "'noisy' latency is not used to rank. Speed-up is against the fp32 file. Min runtime is the oldest "
+            "TFLite runtime that loads the file (its `min_runtime_version`).",
             "",
             "| " + " | ".join(self.HEADERS) + " |",
             "|" + "|".join(["---", "---"] + ["---:"] * (len(self.HEADERS) - 2)) + "|",
@@ -248,7 +251,7 @@ class Report:
                 row.variant, row.file, round(row.size_mb, 4), row.accuracy, low, high, row.images, row.delta_pts,
                 paired.get("lost"), paired.get("gained"), paired.get("p_value"), row.p50_ms, row.p90_ms, row.noise,
                 row.latency_reliable, row.threads, row.speedup, row.agreement, row.flagged,
-                row.variant == self.recommended, row.sha256)])
+                row.variant == self.recommended, row.sha256, row.min_runtime)])
         return buffer.getvalue()
 
     def _headline(self) -> str:
@@ -432,9 +435,9 @@ def build_report(run_dir: Union[str, Path], config: ReportConfig = ReportConfig(
             images=images, accuracy_ci=interval, vs_float=paired,
             noise=fastest.get("noise") if fastest else None,
             latency_reliable=bool(fastest.get("reliable", True)) if fastest else True,
+            min_runtime=model.get("min_runtime_version") or "",
         ))
-        if model.get("warning"):
-            warnings.append(model["warning"])
+        warnings.extend(model[key] for key in ("warning", "runtime_warning") if model.get(key))
     from edgetl.stats import split_size_note
 
     counts: Dict[str, int] = {}

@@ -12,7 +12,9 @@ test models when ../shared/assets is present): bit flips, byte overwrites,
 truncation, splices from another model, chunk insertion/deletion, and
 structure-aware edits (tensor shapes, types, op inputs/outputs, op codes,
 buffer sizes, quantization, op options) that keep the flatbuffer well formed
-and so reach the TFLite runtime. Each case runs one of inspect / predict /
+and so reach the TFLite runtime, and edits confined to the standard TFLite
+metadata (the ``TFLITE_METADATA`` buffer, or the zip of associated files after
+the flatbuffer) that leave the model itself intact. Each case runs one of inspect / predict /
 bench / eval. Two regression seeds always run: a model that crashes LiteRT
 (SIGSEGV) and one whose inference never ends.
 
@@ -69,11 +71,12 @@ def model_seeds(use_shared: bool = True) -> Dict[str, bytes]:
     sys.path.insert(0, str(REPO / "tests"))
     from device_models import build_colour_model, colour_card
 
-    from edgetl.model_card import embed_card
+    from edgetl.export.metadata import embed_metadata
 
     seeds = {}
     for dtype in ("float32", "int8", "uint8"):
-        seeds[f"colour_{dtype}"] = embed_card(build_colour_model(dtype), colour_card(dtype))
+        # As edgetl exports them: its card, the standard metadata and the labels.txt zip.
+        seeds[f"colour_{dtype}"] = embed_metadata(build_colour_model(dtype), colour_card(dtype))
     seeds["colour_uint8_dynamic"] = build_colour_model("uint8", dynamic_batch=True)
     if use_shared:
         for name in CORAL_SEEDS:
@@ -237,6 +240,32 @@ def mutate_structure(rng: random.Random, data: bytes) -> Optional[Tuple[bytes, s
     return bytes(builder.Output()), "struct:" + "+".join(kinds)
 
 
+def mutate_metadata(rng: random.Random, data: bytes) -> Optional[Tuple[bytes, str]]:
+    """Byte edits inside the standard metadata only: its flatbuffer (found by its M001 identifier) or the appended zip.
+
+    None when ``data`` has neither.
+    """
+    regions = []
+    identifier = data.find(b"M001")
+    if identifier >= 4:
+        regions.append(("metadata", identifier - 4, min(len(data), identifier + 800)))
+    zip_start = data.find(b"PK\x03\x04")
+    if zip_start > 0:
+        regions.append(("zip", zip_start, len(data)))
+    if not regions:
+        return None
+    name, start, end = rng.choice(regions)
+    buffer = bytearray(data)
+    kind = rng.choice(("flip", "overwrite", "truncate"))
+    if kind == "truncate":
+        cut = rng.randrange(start, end)
+        return bytes(buffer[:cut]), f"{name}:truncate@{cut}"
+    for _ in range(rng.randint(1, 4)):
+        position = rng.randrange(start, end)
+        buffer[position] = buffer[position] ^ (1 << rng.randrange(8)) if kind == "flip" else rng.choice(INTERESTING)
+    return bytes(buffer), f"{name}:{kind}"
+
+
 def fix_png_header(data: bytes, rng: random.Random) -> Tuple[bytes, str]:
     """Rewrites a PNG's IHDR width/height (with a valid CRC) to reach the size checks past the CRC check."""
     if data[:8] != b"\x89PNG\r\n\x1a\n" or len(data) < 33:
@@ -257,7 +286,13 @@ def model_case(index: int, seed: int, seeds: Dict[str, bytes], regressions: Dict
     others = list(seeds.values())
     while True:
         name = rng.choice(list(seeds))
-        if rng.random() < 0.5:
+        draw = rng.random()
+        if draw < 0.2:
+            edited = mutate_metadata(rng, seeds[name])
+            if edited is not None:
+                return edited[0], f"{name} {edited[1]}"
+            continue
+        if draw < 0.6:
             data, kind = mutate_bytes(rng, seeds[name], others)
             return data, f"{name} bytes:{kind}"
         mutated = mutate_structure(rng, seeds[name])

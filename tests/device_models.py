@@ -207,3 +207,89 @@ def build_huge_input_model(side: int = 100_000) -> bytes:
         model.subgraphs[0].tensors[0].shape = [1, side, side, 3]
 
     return _pack_mutated(build_colour_model("float32"), edit)
+
+
+def build_dense_colour_model(weights: np.ndarray, bias: np.ndarray, size: int = 8) -> bytes:
+    """Float classifier MEAN(H, W) -> FULLY_CONNECTED(weights, bias) -> SOFTMAX: logits = mean colour . weights.T + bias.
+
+    ``weights`` is ``[classes, 3]``; the mean colour is in whatever units the
+    device feeds ((pixel - mean) / std of the model's metadata).
+    """
+    weights = np.asarray(weights, np.float32)
+    bias = np.asarray(bias, np.float32)
+    classes = int(weights.shape[0])
+    model = schema.ModelT()
+    model.version = 3
+    model.description = "edgetl test dense colour model"
+    model.buffers = [schema.BufferT()]
+    for array in (np.array([1, 2], np.int32), weights, bias):
+        buffer = schema.BufferT()
+        buffer.data = list(array.tobytes())
+        model.buffers.append(buffer)
+    float32 = schema.TensorType.FLOAT32
+    tensors = [
+        _tensor("image", [1, size, size, 3], float32),
+        _tensor("axes", [2], schema.TensorType.INT32, buffer=1),
+        _tensor("channel_mean", [1, 3], float32),
+        _tensor("weights", [classes, 3], float32, buffer=2),
+        _tensor("bias", [classes], float32, buffer=3),
+        _tensor("logits", [1, classes], float32),
+        _tensor("probabilities", [1, classes], float32),
+    ]
+    codes = []
+    for op in (schema.BuiltinOperator.MEAN, schema.BuiltinOperator.FULLY_CONNECTED, schema.BuiltinOperator.SOFTMAX):
+        code = schema.OperatorCodeT()
+        code.builtinCode = code.deprecatedBuiltinCode = op
+        code.version = 1
+        codes.append(code)
+    mean = schema.OperatorT()
+    mean.opcodeIndex, mean.inputs, mean.outputs = 0, [0, 1], [2]
+    mean.builtinOptionsType, mean.builtinOptions = schema.BuiltinOptions.ReducerOptions, schema.ReducerOptionsT()
+    dense = schema.OperatorT()
+    dense.opcodeIndex, dense.inputs, dense.outputs = 1, [2, 3, 4], [5]
+    dense.builtinOptionsType = schema.BuiltinOptions.FullyConnectedOptions
+    dense.builtinOptions = schema.FullyConnectedOptionsT()
+    softmax = schema.OperatorT()
+    softmax.opcodeIndex, softmax.inputs, softmax.outputs = 2, [5], [6]
+    softmax.builtinOptionsType = schema.BuiltinOptions.SoftmaxOptions
+    softmax.builtinOptions = schema.SoftmaxOptionsT()
+    softmax.builtinOptions.beta = 1.0
+    graph = schema.SubGraphT()
+    graph.name = "main"
+    graph.tensors, graph.inputs, graph.outputs, graph.operators = tensors, [0], [6], [mean, dense, softmax]
+    model.subgraphs = [graph]
+    model.operatorCodes = codes
+    return _pack(model)
+
+
+def build_minus_one_one_model() -> bytes:
+    """Red/green/blue classifier that expects (pixel - 127.5) / 127.5, like a Model Maker float file.
+
+    Fed [0, 255] pixels instead (mean 0, std 1), the third logit adds the sum of
+    the three channels (~300) and wins for every colour: chance accuracy.
+    """
+    return build_dense_colour_model([[1, 0, 0], [0, 1, 0], [1, 1, 2]], [0, 0, 0])
+
+
+def build_nearest_colour_model(colours: Sequence[Sequence[int]]) -> bytes:
+    """Classifier of ``len(colours)`` classes: the nearest colour to the image's mean, fed pixel / 255."""
+    prototypes = np.asarray(colours, np.float32) / 255.0
+    return build_dense_colour_model(prototypes * 40.0, -20.0 * (prototypes ** 2).sum(axis=1))
+
+
+def with_tflite_metadata(data: bytes, labels: Optional[Sequence[str]] = None, mean: float = 0.0, std: float = 1.0,
+                         labels_name: str = "labels.txt") -> bytes:
+    """``data`` with standard TFLite metadata, as Google's writers lay it out: image input with
+    NormalizationOptions (mean, std), output labels in a zip after the flatbuffer."""
+    from edgetl.model_card import embed_entries
+    from edgetl.tflite_metadata import (AssociatedFile, TensorMetadata, TFLiteMetadata, append_associated_files,
+                                        build_metadata)
+
+    files = (AssociatedFile(labels_name, "TENSOR_AXIS_LABELS", "Labels."),) if labels is not None else ()
+    metadata = TFLiteMetadata(
+        name="test classifier", min_parser_version="1.0.0",
+        inputs=(TensorMetadata("image", content="ImageProperties", color_space="RGB", mean=(mean,), std=(std,),
+                               process_units=("NormalizationOptions",)),),
+        outputs=(TensorMetadata("probability", content="FeatureProperties", associated_files=files),))
+    packed = embed_entries(data, {"TFLITE_METADATA": build_metadata(metadata)})
+    return append_associated_files(packed, {labels_name: "".join(f"{l}\n" for l in labels).encode()} if labels else {})

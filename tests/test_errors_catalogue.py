@@ -487,6 +487,25 @@ def test_runtime_not_installed(model, good_image):
                        "needs the 'tflite-runtime' package", "pip install")
 
 
+def test_schema_package_missing(model):
+    """The `tflite` schema package blocked at import: one line naming the package (a real process, no cached import)."""
+    code = textwrap.dedent(f"""
+        import sys
+
+        class BlockTflite:
+            def find_spec(self, name, path=None, target=None):
+                if name.split('.')[0] == 'tflite':
+                    raise ImportError('No module named ' + repr(name))
+
+        sys.meta_path.insert(0, BlockTflite())
+        from edgetl.cli import main
+        main(['inspect', {str(model)!r}])
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+                          timeout=120)
+    assert_clean_error(done, "needs the 'tflite' package", "pip install tflite")
+
+
 @pytest.mark.parametrize("args, fragments", [
     (["--host", "-oProxyCommand=sh"], ["SSH target '-oProxyCommand=sh' is not valid"]),
     (["--host", "pi@pi", "--ssh-option", "-oProxyCommand"], ["SSH option '-oProxyCommand' is not KEY=VALUE"]),

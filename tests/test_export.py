@@ -119,8 +119,11 @@ def install_fake_compiler(folder: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """One run, QAT for 2 steps, then all five variants exported with --edgetpu (fake compiler on PATH)."""
-    from edgetl.export.tflite import export_run
+    """One run, QAT for 2 steps, then all five variants exported with --edgetpu (fake compiler on PATH).
+
+    The converter's own bytes of each variant are kept too (``result.raw``), to compare with the files written.
+    """
+    from edgetl.export import tflite
     from edgetl.qat import quantize_aware_finetune
 
     root = tmp_path_factory.mktemp("export run")
@@ -129,10 +132,23 @@ def exported(tmp_path_factory):
     compiler_dir = install_fake_compiler(root / "bin").parent
     old_path = os.environ["PATH"]
     os.environ["PATH"] = f"{compiler_dir}{os.pathsep}{old_path}"
+    raw = {}
+    convert = tflite.convert_variants
+
+    def keep_raw(*args, on_done, **kwargs):
+        def done(name, data, seconds):
+            raw[name] = data
+            on_done(name, data, seconds)
+
+        return convert(*args, on_done=done, **kwargs)
+
+    tflite.convert_variants = keep_raw
     try:
-        result = export_run(paths.root, ExportConfig(variants=ALL, edgetpu=True, calibration_images=12), progress=False)
+        result = tflite.export_run(paths.root, ExportConfig(variants=ALL, edgetpu=True, calibration_images=12), progress=False)
     finally:
         os.environ["PATH"] = old_path
+        tflite.convert_variants = convert
+    result.raw = raw
     return paths, result
 
 
@@ -309,6 +325,77 @@ def test_card_embedding_shares_repeated_vectors_with_bit_identical_outputs(expor
                 assert start % 16 == 0, (variant.variant, index, start)
 
 
+def test_standard_metadata_in_every_file_with_bit_identical_outputs(exported):
+    """TFLITE_METADATA + labels.txt zip in each variant: outputs equal the converter's, ~1 KB, int8 ratio kept."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgetl.model_card import embed_card
+    from edgetl.modelfile import parse_model
+    from edgetl.tflite_metadata import read_associated_files
+
+    paths, result = exported
+    pixels = np.random.default_rng(1).integers(0, 256, (4, 1, SIZE, SIZE, 3))
+    sizes = {}
+    for variant in result.variants:
+        written = Path(variant.path).read_bytes()
+        info = parse_model(written)
+        standard = info.tflite_metadata
+        assert info.warnings == () and standard.labels == ("blue", "green", "red")
+        assert read_associated_files(written) == {"labels.txt": b"blue\ngreen\nred\n"}
+        (image,), (scores,) = standard.inputs, standard.outputs
+        assert (image.content, image.color_space, image.image_size) == ("ImageProperties", "RGB", (SIZE, SIZE))
+        assert (image.mean, image.std) == (info.card.mean, info.card.std)
+        assert scores.associated_files[0].type == "TENSOR_AXIS_LABELS" and scores.name == "probabilities"
+        assert all(t.name for t in info.inputs + info.outputs)
+        outputs = []
+        for data in (result.raw[variant.variant], written):
+            interpreter = Interpreter(model_content=data)
+            interpreter.allocate_tensors()
+            (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+            for image_pixels in pixels:
+                interpreter.set_tensor(inp["index"], image_pixels.astype(inp["dtype"]))
+                interpreter.invoke()
+                outputs.append(interpreter.get_tensor(out["index"]).copy())
+        np.testing.assert_array_equal(np.stack(outputs[:4]), np.stack(outputs[4:]))
+        card_only = len(embed_card(result.raw[variant.variant], info.card))
+        sizes[variant.variant] = (card_only, len(written))
+        assert 0 < len(written) - card_only < 1100, (variant.variant, len(written) - card_only)
+    for integer in ("int8", "qat-int8"):
+        before = sizes[integer][0] / sizes["fp32"][0]
+        after = sizes[integer][1] / sizes["fp32"][1]
+        assert after - before < 0.001, (integer, before, after)
+
+
+def test_every_variant_loads_in_tflite_runtime_2_14_by_default(exported):
+    """The converter's min_runtime_version of every file is <= 2.14 (dynamic: per-tensor dense weights, FC v9)."""
+    from edgetl.export.min_runtime import parse_version
+
+    paths, result = exported
+    manifest = json.loads((paths.export / "manifest.json").read_text())
+    assert manifest["min_runtime_target"] == "2.14"
+    for variant, entry in zip(result.variants, manifest["models"]):
+        assert variant.min_runtime_version and parse_version(variant.min_runtime_version) <= (2, 14, 0)
+        assert entry["min_runtime_version"] == variant.min_runtime_version and entry["runtime_warning"] == ""
+    assert result.get("dynamic").min_runtime_version == "2.4.0"
+    assert not any("runtime" in warning for warning in result.warnings)
+
+
+def test_min_runtime_newer_and_older_targets(exported, tmp_path):
+    from edgetl.export.tflite import export_run
+
+    paths, _ = exported
+    newer = export_run(paths.root, ExportConfig(variants=("dynamic",), verify=False, min_runtime="2.17",
+                                                out_dir=str(tmp_path / "newer")), progress=False).get("dynamic")
+    assert newer.min_runtime_version == "2.17.0" and newer.runtime_warning == ""  # per-channel dense weights
+    older = export_run(paths.root, ExportConfig(variants=("fp16",), verify=False, min_runtime="1.10",
+                                                out_dir=str(tmp_path / "older")), progress=False)
+    line = older.get("fp16").runtime_warning
+    assert line in older.warnings and "\n" not in line
+    assert line.startswith("fp16: needs TFLite runtime >= 1.15.0") and "--min-runtime target 1.10" in line
+    with pytest.raises(ConfigError, match="`min_runtime` must be a TFLite runtime version like 2.14"):
+        ExportConfig(min_runtime="latest")
+
+
 def test_edgetpu_check_and_compile_with_card_re_embedded(exported):
     paths, result = exported
     for variant in result.variants:
@@ -320,11 +407,57 @@ def test_edgetpu_check_and_compile_with_card_re_embedded(exported):
             assert edgetpu_file.name == Path(variant.path).stem + "_edgetpu.tflite"
             card = read_card(edgetpu_file.read_bytes())  # the fake compiler dropped it; edgetl put it back
             assert card is not None and card.variant == f"{variant.variant}-edgetpu"
+            # ... and the standard metadata with its zip, which a repack drops
+            from edgetl.modelfile import parse_model
+
+            standard = parse_model(edgetpu_file.read_bytes()).tflite_metadata
+            assert standard is not None and standard.labels == ("blue", "green", "red")
             assert Path(compiled["log_path"]).is_file()
         else:
             assert variant.edgetpu is None and variant.edgetpu_check is None
     fp32 = edgetpu.check_edgetpu_rules(Path(result.get("fp32").path).read_bytes())
     assert not fp32.ok and "float tensors" in fp32.summary()
+
+
+def _client_matrix():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("client_matrix", Path(__file__).resolve().parents[1] / "scripts" / "client_matrix.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses resolve their annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def matrix_inputs(exported, tmp_path_factory):
+    """The exported files, one training image per class resized to the input, and edgetl predict's top-1 on them."""
+    if sys.version_info < (3, 11):
+        pytest.importorskip("tomli")
+    module = _client_matrix()
+    paths, _ = exported
+    manifest = json.loads((paths.export / "manifest.json").read_text())
+    models = [(m["variant"], paths.export / m["name"]) for m in manifest["models"]]
+    sources = module.find_images([paths.root.parent / "image data"], per_class=1)
+    images = module.resized_images(manifest, sources, tmp_path_factory.mktemp("matrix images"))
+    return module, models, images, module.reference_top1(models, images), manifest["labels"]
+
+
+@pytest.mark.venv
+@pytest.mark.parametrize("client", ["mediapipe", "task-library", "tflite-runtime", "litert", "tensorflow"])
+def test_client_matrix(matrix_inputs, client):
+    """scripts/client_matrix.py, one client per test: loads, top-1 = edgetl predict, names right, for every variant.
+
+    Each client has its own virtualenv under /tmp/edgetl-client-venvs (reused while its requirements hold);
+    a client pip cannot install here, or that cannot import (the Task Library without libusb), is skipped.
+    """
+    module, models, images, reference, labels = matrix_inputs
+    result = module.run_client(module.clients()[client], models, images, reference, labels, module.DEFAULT_VENVS,
+                               log=lambda line: None)
+    if result.skipped:
+        pytest.skip(f"{client}: {result.skipped}")
+    failing = {variant: cell.text() for variant, cell in result.cells.items() if not cell.passed}
+    assert not failing and len(result.cells) == len(ALL), failing
 
 
 def test_compiler_absent_is_one_line_with_how_to_get_it(monkeypatch, tmp_path):

@@ -133,3 +133,31 @@ def test_device_commands_in_a_virtualenv_without_tensorflow(venv_without_tensorf
                      f"print(sorted(m for m in sys.modules if m.split('.')[0] in {TF_MODULES!r}))",
                      executable=venv_python, cwd=tmp_path)
     assert imports.returncode == 0 and imports.stdout.strip() == "[]", imports.stderr
+
+
+@pytest.mark.venv
+def test_inspect_with_numpy_and_the_schema_package_only(tmp_path):
+    """No runtime, no Pillow: edgetl inspect needs numpy, click and the flatbuffer schema (`tflite`) alone."""
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source)
+    shutil.copytree(REPO / "edgetl", source / "edgetl", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    venv = tmp_path / "venv"
+    made = subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True, text=True, timeout=300)
+    if made.returncode != 0:
+        pytest.skip(f"cannot create a virtualenv: {made.stderr.strip()[-300:]}")
+    bin_dir = venv / ("Scripts" if os.name == "nt" else "bin")
+    pip = [str(bin_dir / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    installed = subprocess.run(pip + ["numpy", "click", "flatbuffers", "tflite"], capture_output=True, text=True, timeout=900)
+    if installed.returncode != 0:
+        pytest.skip(f"pip cannot install numpy/click/flatbuffers/tflite here (offline?): {installed.stderr.strip()[-500:]}")
+    subprocess.run(pip + ["--no-deps", str(source)], check=True, capture_output=True, timeout=300)
+    model = write_colour_model(tmp_path / "colour.tflite", "int8")
+    done = subprocess.run([str(bin_dir / "edgetl"), "inspect", str(model)], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "fully integer: yes" in done.stdout and "labels: red, green, blue" in done.stdout
+    missing = python("import importlib.util as u; print([m for m in ('PIL', 'ai_edge_litert', 'tflite_runtime', 'tensorflow') "
+                     "if u.find_spec(m)])", executable=str(bin_dir / "python"), cwd=tmp_path)
+    assert missing.stdout.strip() == "[]", missing.stdout + missing.stderr

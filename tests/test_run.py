@@ -8,15 +8,20 @@ import os
 import subprocess
 import sys
 import time
+import unicodedata
 
 import pytest
 from click.testing import CliRunner
 
-from conftest import REPO, make_image_folder
+from conftest import CLASS_COLOURS, REPO, make_image_folder
 from edgetl.cli import main
 from edgetl.report import VariantRow, recommend
 
 VARIANTS = ("fp32", "fp16", "dynamic", "int8", "qat-int8")
+# Names a labels file could mangle: Coral-like "INDEX LABEL" (sorted as text: 2, 0, 1), spaces at the ends, a comma,
+# '#', non-ASCII in NFD (as macOS writes folder names).
+AWKWARD = {" 2 blue ": CLASS_COLOURS["blue"], "0 red": CLASS_COLOURS["red"],
+           unicodedata.normalize("NFD", "1 grün, #2"): CLASS_COLOURS["green"]}
 # Small and fast: random weights at 32 px, one QAT epoch, a handful of timed runs at one thread count.
 FAST = ["--weights", "none", "--size", "32", "--epochs", "3", "--fine-tune-epochs", "1", "--qat-epochs", "1",
         "--calibration-images", "16", "--bench-threads", "1", "--bench-seconds", "0", "--bench-runs", "5", "--no-progress"]
@@ -113,11 +118,12 @@ def test_edgetpu_recipe_without_variants_gets_the_default_integer_ones(tmp_path)
 @pytest.mark.tf
 def test_run_end_to_end_then_skips_finished_stages(tmp_path):
     pytest.importorskip("tensorflow")
-    data = make_image_folder(tmp_path / "data", per_class=8, size=40)
+    data = make_image_folder(tmp_path / "data", per_class=8, size=40, classes=AWKWARD)
     out = tmp_path / "run"
     runner = CliRunner()
     result = runner.invoke(main, ["run", str(data), "--out", str(out), *FAST])
     assert result.exit_code == 0, result.output
+    _class_names_round_trip(out, data, sorted(AWKWARD))
 
     report = json.loads((out / "report.json").read_text())
     assert [row["variant"] for row in report["rows"]] == list(VARIANTS)
@@ -178,6 +184,26 @@ def test_run_end_to_end_then_skips_finished_stages(tmp_path):
     changed = runner.invoke(main, ["run", str(data), "--out", str(out), *FAST[:-1], "--epochs", "4"])
     assert changed.exit_code == 1
     assert "--fresh" in changed.output and "Traceback" not in changed.output
+
+
+def _class_names_round_trip(out, data, names):
+    """folder -> embedded metadata -> labels.txt -> --labels -> report JSON and eval JSON: the same names."""
+    assert json.loads((out / "report.json").read_text())["data"]["class_names"] == names
+    assert (out / "export" / "labels.txt").read_text(encoding="utf-8") == "".join(f"{n}\n" for n in names)
+    manifest = json.loads((out / "export" / "manifest.json").read_text())
+    assert manifest["labels"] == names
+    for model in manifest["models"]:
+        assert model["min_runtime_version"] and not model["runtime_warning"]  # all load in tflite-runtime 2.14
+        evaluation = json.loads((out / "eval" / f"{model['variant']}.json").read_text())
+        assert [(m["name"], m["label"]) for m in evaluation["per_class"]] == [(n, n) for n in names]
+    fp32 = out / "export" / manifest["models"][0]["name"]
+    with_labels = CliRunner().invoke(main, ["eval", str(fp32), str(data), "--labels", str(out / "export" / "labels.txt"),
+                                            "--json"])
+    assert with_labels.exit_code == 0, with_labels.output
+    assert [(m["name"], m["label"]) for m in json.loads(with_labels.stdout)["per_class"]] == [(n, n) for n in names]
+    report = json.loads((out / "report.json").read_text())
+    assert [row["min_runtime"] for row in report["rows"]] == [m["min_runtime_version"] for m in manifest["models"]]
+    assert "min_runtime" in (out / "report.csv").read_text().splitlines()[0]
 
 
 @pytest.mark.tf

@@ -1,7 +1,7 @@
 """Edge TPU: check a ``.tflite`` against the Edge TPU's rules, run ``edgetpu_compiler`` if on PATH (never installs it).
 
-No TensorFlow: the model is read with the flatbuffer schema shipped in
-``ai-edge-litert``, and the compiler is a subprocess.
+No TensorFlow: the model is read with the ``tflite`` schema package
+(``edgetl.tflite_schema``), and the compiler is a subprocess.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from edgetl import tflite_schema
 from edgetl._atomic import write_bytes
 from edgetl.errors import ExportError
-from edgetl.model_card import _schema, check_tflite_bytes, embed_card, read_card
+from edgetl.model_card import check_tflite_bytes, read_card
 
 COMPILER = "edgetpu_compiler"
 INSTALL_HINT = (
@@ -96,20 +97,17 @@ class EdgeTPUResult:
 
 
 def _operator_names() -> Dict[int, str]:
-    schema = _schema()
-    return {value: name for name, value in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
+    return tflite_schema.enum_names(tflite_schema.reader().BuiltinOperator)
 
 
 def _type_names() -> Dict[int, str]:
-    schema = _schema()
-    return {value: name for name, value in vars(schema.TensorType).items() if not name.startswith("_")}
+    return tflite_schema.enum_names(tflite_schema.reader().TensorType)
 
 
 def model_ops(data: bytes) -> List[Tuple[str, List[Tuple[str, bool, Tuple[int, ...]]]]]:
     """Every op of the main subgraph as ``(op name, [(tensor type, quantized, shape signature), ...])``."""
     check_tflite_bytes(data)
-    schema = _schema()
-    model = schema.Model.GetRootAs(data, 0)
+    model = tflite_schema.reader().Model.GetRootAs(data, 0)
     ops_by_code = _operator_names()
     types = _type_names()
     codes = []
@@ -206,8 +204,9 @@ def compile_edgetpu(model_path: str, out_dir: Optional[str] = None, timeout_s: i
     """Compiles an int8 model with ``edgetpu_compiler`` and summarises its op mapping.
 
     The compiler writes into a temporary folder; the result is moved into
-    ``out_dir`` only when complete, with the edgetl model card re-embedded if
-    the compiler dropped it.
+    ``out_dir`` only when complete, with the metadata the compiler dropped put
+    back (the edgetl model card, the standard TFLite metadata) and the zip of
+    associated files (``labels.txt``) appended again.
 
     Args:
       model_path: a fully integer ``.tflite`` file.
@@ -250,10 +249,13 @@ def compile_edgetpu(model_path: str, out_dir: Optional[str] = None, timeout_s: i
             last = " ".join(output.split())[-300:]
             return EdgeTPUResult(str(source), None, None, 0, 0, rows, subgraphs, version,
                                  f"{COMPILER} failed on {source.name} (exit {done.returncode}): {last}")
+        from edgetl.export.metadata import carry_metadata
+
         data = compiled.read_bytes()
-        card = read_card(source.read_bytes())
-        if card is not None and read_card(data) is None:
-            data = embed_card(data, dataclasses.replace(card, variant=f"{card.variant}-edgetpu"))
+        original = source.read_bytes()
+        card = read_card(original)
+        dropped = card is not None and read_card(data) is None
+        data = carry_metadata(original, data, dataclasses.replace(card, variant=f"{card.variant}-edgetpu") if dropped else None)
         final = write_bytes(target_dir / f"{stem}.tflite", data)
         log_path = None
         if log_text:

@@ -26,10 +26,13 @@ from edgetl._atomic import file_sha256, write_bytes, write_json, write_text
 from edgetl._native import capture_native_output
 from edgetl.config import ExportConfig, load_yaml
 from edgetl.errors import EdgetlError, ExportError, RunDirError
+from edgetl.export.metadata import embed_metadata
+from edgetl.export.min_runtime import DEFAULT_MIN_RUNTIME, converter_settings, runtime_warning
 from edgetl.export.representative import load_images, representative_dataset, representative_images
 from edgetl.export.variants import DEFAULT_VARIANTS, TFLiteVariant, get_variant
+from edgetl.labels import labels_from_text
 from edgetl.model.keras import tf
-from edgetl.model_card import ModelCard, TensorSpec, embed_card, labels_text
+from edgetl.model_card import ModelCard, TensorSpec, labels_text
 from edgetl.run_dir import DatasetRecord, RunPaths
 
 logger = logging.getLogger(__name__)
@@ -100,13 +103,16 @@ class TracedModel:
             self._tmp.cleanup()
 
     def convert(self, variant: TFLiteVariant, io_type: str = "uint8",
-                representative: Optional[np.ndarray] = None) -> bytes:
-        """Converts the traced model into ``variant``.
+                representative: Optional[np.ndarray] = None, min_runtime: str = DEFAULT_MIN_RUNTIME) -> bytes:
+        """Converts the traced model into ``variant``, keeping op versions loadable by TFLite ``min_runtime`` where it can.
 
         Raises:
           ExportError: when the converter fails or calibration images are missing.
         """
         converter = tf.lite.TFLiteConverter.from_saved_model(self.path)
+        for attribute, value in converter_settings(variant.name, min_runtime).items():
+            if hasattr(converter, attribute):  # a private converter flag: gone in another TensorFlow, the check stays
+                setattr(converter, attribute, value)
         if variant.name == "fp16":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.target_spec.supported_types = [tf.float16]
@@ -154,10 +160,10 @@ class TracedModel:
         """
         from tensorflow.lite.python.convert import mlir_quantize
 
-        from edgetl.model_card import _schema
+        from edgetl import tflite_schema
 
         buffer = bytearray(calibrated)
-        graph = _schema().Model.GetRootAs(buffer, 0).Subgraphs(0)
+        graph = tflite_schema.reader().Model.GetRootAs(buffer, 0).Subgraphs(0)
         params = graph.Tensors(graph.Inputs(0)).Quantization()
         if params is None or params.MinLength() != 1 or params.MaxLength() != 1:
             raise ExportError(
@@ -181,6 +187,7 @@ def convert_variants(
     timings: Optional[Dict[str, float]] = None,
     fold_input: bool = True,
     folds: Optional[Dict[str, object]] = None,
+    min_runtime: str = DEFAULT_MIN_RUNTIME,
 ) -> Dict[str, bytes]:
     """Converts ``float_model`` (and ``qat_model``) into every variant, tracing each model once.
 
@@ -203,6 +210,8 @@ def convert_variants(
         the frozen depthwise op and an input of scale ~1, zero point 0).
       folds: when given, receives ``{variant name: InputFold}`` for each
         variant that was folded, before ``on_done`` is called for it.
+      min_runtime: the oldest TFLite runtime the files should load in
+        (``edgetl.export.min_runtime``).
 
     Returns:
       ``{variant name: .tflite bytes}`` without model cards.
@@ -239,7 +248,7 @@ def convert_variants(
                 timings["trace"] = timings.get("trace", 0.0) + traced.seconds
             for variant in group:
                 started = time.perf_counter()
-                data = traced.convert(variant, io_type, images)
+                data = traced.convert(variant, io_type, images, min_runtime)
                 results[variant.name] = data
                 if timings is not None:
                     timings[variant.name] = time.perf_counter() - started
@@ -328,6 +337,9 @@ class VariantResult:
       warning: the flag's explanation, or ''.
       edgetpu_check: the Edge TPU rule check, for integer variants.
       edgetpu: the compiler's result, when it ran.
+      min_runtime_version: the oldest TFLite runtime the file loads in (the
+        converter's ``min_runtime_version``).
+      runtime_warning: why it is newer than the ``--min-runtime`` target, or ''.
     """
 
     variant: str
@@ -344,6 +356,8 @@ class VariantResult:
     warning: str = ""
     edgetpu_check: Optional[dict] = None
     edgetpu: Optional[dict] = None
+    min_runtime_version: str = ""
+    runtime_warning: str = ""
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
@@ -395,14 +409,16 @@ class ExportResult:
                  f" (traced once: {self.trace_seconds:.1f} s)."]
         if self.keras_float_accuracy is not None:
             lines.append(f"Keras float accuracy on {self.val_images} validation images: {self.keras_float_accuracy:.2%}")
-        lines.append(f"{'variant':9} {'file':44} {'size':>10} {'x fp32':>7} {'io':>7} {'accuracy':>9} {'drop':>7}")
+        lines.append(f"{'variant':9} {'file':44} {'size':>10} {'x fp32':>7} {'io':>7} {'accuracy':>9} {'drop':>7} "
+                     f"{'runtime':>8}")
         for v in self.variants:
             ratio = f"{v.size_bytes / fp32:.2f}" if fp32 else "-"
             accuracy = f"{v.accuracy:.2%}" if v.accuracy is not None else "-"
             drop = f"{v.accuracy_drop_pts:+.1f}" if v.accuracy_drop_pts is not None else "-"
             flag = "  FLAGGED" if v.flagged else ""
+            runtime = f">={v.min_runtime_version}" if v.min_runtime_version else "-"
             lines.append(f"{v.variant:9} {Path(v.path).name:44} {v.size_bytes / 1024:>8.0f}KB {ratio:>7} "
-                         f"{v.input.dtype:>7} {accuracy:>9} {drop:>7}{flag}")
+                         f"{v.input.dtype:>7} {accuracy:>9} {drop:>7} {runtime:>8}{flag}")
             if v.edgetpu_check:
                 lines.append(f"          Edge TPU check: {v.edgetpu_check['summary']}")
             if v.edgetpu:
@@ -440,7 +456,7 @@ def _labels(paths: RunPaths, dataset: Optional[DatasetRecord], num_classes: int)
     if dataset is not None:
         labels = tuple(dataset.class_names)
     elif paths.labels.is_file():
-        labels = tuple(line for line in paths.labels.read_text(encoding="utf-8").splitlines() if line)
+        labels = labels_from_text(paths.labels.read_text(encoding="utf-8"))
     else:
         raise RunDirError(f"Run directory '{paths.root}' has neither dataset.json nor labels.txt; re-run edgetl train.")
     if len(labels) != num_classes:
@@ -511,9 +527,14 @@ def export_run(
 
     Every file embeds its model card (labels, input contract, preprocessing,
     backbone, edgetl version), readable on a device without TensorFlow via
-    ``edgetl.model_card.read_card``. The input of every variant is RGB pixels
-    in [0, 255] (float32, or uint8/int8 per ``io_type``: raw pixels, minus
-    128 for int8); the backbone's normalisation is inside the model, or, in
+    ``edgetl.model_card.read_card``, and the standard TFLite metadata that
+    MediaPipe and the Task Library read (``edgetl.export.metadata``), with
+    ``labels.txt`` in a zip after the flatbuffer. The converter keeps op
+    versions loadable by TFLite ``config.min_runtime`` where it can; a file
+    that still needs a newer runtime is named in a warning. The input of
+    every variant is RGB pixels in [0, 255] (float32, or uint8/int8 per
+    ``io_type``: raw pixels, minus 128 for int8); the backbone's
+    normalisation is inside the model, or, in
     int8 files of backbones whose normalisation is the same for every
     channel, in the input quantization (the card's mean/std say which). Each file
     is written atomically, then reloaded with the LiteRT interpreter and run
@@ -604,6 +625,7 @@ def export_run(
             "val_images": int(len(val_images)),
             "calibration_images": int(len(representative)) if representative is not None else 0,
             "io_type": config.io_type,
+            "min_runtime_target": config.min_runtime,
             "max_accuracy_drop_pts": config.max_accuracy_drop,
             "models": [r.to_dict() for r in results],
         })
@@ -617,8 +639,11 @@ def export_run(
     folds: Dict[str, object] = {}
 
     def finish(name: str, data: bytes, seconds: float) -> None:
+        from edgetl.modelfile import parse_model
+
         variant = get_variant(name)
-        input_spec, output_spec = tensor_specs(data)
+        info = parse_model(data, f"{name} conversion")
+        input_spec, output_spec = _tensor_spec(info.inputs[0]), _tensor_spec(info.outputs[0])
         fold = folds.get(name)
         mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
         text = (f"input is RGB pixels in [0, 255]; in-model: {preprocessing}" if preprocessing
@@ -639,10 +664,15 @@ def export_run(
                    "calibration_images": int(len(representative)) if variant.integer_io and representative is not None else 0},
         )
         path = out_dir / f"{stem}_{variant.suffix}.tflite"
-        write_bytes(path, embed_card(data, card))
+        write_bytes(path, embed_metadata(data, card, info))
         write_text(path.with_suffix(".json"), card.to_json() + "\n")
         result = VariantResult(variant=name, path=str(path), size_bytes=path.stat().st_size, sha256=file_sha256(path),
-                               input=input_spec, output=output_spec, conversion_seconds=round(seconds, 2))
+                               input=input_spec, output=output_spec, conversion_seconds=round(seconds, 2),
+                               min_runtime_version=info.min_runtime_version)
+        result.runtime_warning = runtime_warning(name, info.min_runtime_version, config.min_runtime) or ""
+        if result.runtime_warning:
+            warnings.append(result.runtime_warning)
+            echo(f"WARNING: {result.runtime_warning}")
         if len(val_images):
             predictions = predict_tflite(path, val_images)
             result.accuracy = float(np.mean(predictions == val_labels))
@@ -670,7 +700,7 @@ def export_run(
     timings: Dict[str, float] = {}
     try:
         convert_variants(export_model, [v.name for v in variants], size, representative, qat_model,
-                         config.io_type, on_done=finish, timings=timings, folds=folds)
+                         config.io_type, on_done=finish, timings=timings, folds=folds, min_runtime=config.min_runtime)
     finally:
         if bar is not None:
             bar.close()

@@ -463,6 +463,7 @@ def load_interpreter(
         native = _native_message(captured["text"])
         if native and native not in reason:
             reason += f"; {native}"
+        reason = reason.rstrip(".")
         hint = f" The model needs TFLite runtime >= {info.min_runtime_version}." if info.min_runtime_version else ""
         if info.custom_ops:
             hint += f" It uses custom ops ({', '.join(info.custom_ops)}) that the runtime must provide."

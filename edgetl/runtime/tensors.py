@@ -1,4 +1,4 @@
-"""Image pixels -> input tensor (model card + quantization parameters), and outputs -> float scores."""
+"""Image pixels -> input tensor (flags > model card > standard TFLite metadata > defaults), and outputs -> float scores."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 from edgetl.errors import ConfigError, ModelFileError
 from edgetl.model_card import ModelCard
 from edgetl.modelfile import TensorInfo
+from edgetl.tflite_metadata import TensorMetadata
 
 Triple = Tuple[float, float, float]
 _SUPPORTED_INPUTS = ("float32", "uint8", "int8")
@@ -44,9 +45,10 @@ class InputTransform:
     real = (pixel - mean) / std per channel; float inputs take ``real``,
     integer inputs take round(real / scale + zero_point) clipped to the type.
     A quantized third-party model without a card takes the raw pixels
-    (``raw``), which is what Coral/TF-slim quantized models expect; so does
-    a card whose mean/std undo the input quantization exactly (edgetl's int8
-    files), without the float round trip.
+    (``raw``), which is what Coral/TF-slim quantized models expect and what
+    MediaPipe and the Task Library feed a uint8 input whatever its
+    NormalizationOptions say; so does a card whose mean/std undo the input
+    quantization exactly (edgetl's int8 files), without the float round trip.
 
     Attributes:
       height: input height in pixels.
@@ -58,7 +60,9 @@ class InputTransform:
       zero_point: input quantization zero point.
       raw: feed pixels unchanged (uint8) or shifted by -128 (int8).
       color: channel order the model wants ('RGB' or 'BGR').
-      source: where mean/std came from: 'card', 'options' or 'default'.
+      source: where mean/std came from: 'options' (--mean/--std), 'card'
+        (edgetl's model card), 'tflite-metadata' (the standard metadata's
+        NormalizationOptions) or 'default'.
     """
 
     height: int
@@ -100,11 +104,13 @@ class InputTransform:
         text = f"{self.height}x{self.width} {self.dtype}"
         if self.raw and self.source == "default":
             return text + ", raw pixels (no card)"
-        text += f", (pixel - {_short(self.mean)}) / {_short(self.std)} from {self.source}"
+        source = "TFLite metadata" if self.source == "tflite-metadata" else self.source
+        text += f", (pixel - {_short(self.mean)}) / {_short(self.std)} from {source}"
         if self.scale:
             text += f", quantized ({self.scale:.6g}, {self.zero_point})"
         if self.raw:
-            text += " = raw pixels" + (" - 128" if self.dtype == "int8" else "")
+            text += (" = raw pixels" if self.source != "tflite-metadata" else "; fed raw pixels, as MediaPipe does") + \
+            (" - 128" if self.dtype == "int8" else "")
         return text
 
 
@@ -149,15 +155,23 @@ def input_transform(
     mean: Optional[Triple] = None,
     std: Optional[Triple] = None,
     model_name: str = "model",
+    standard: Optional[TensorMetadata] = None,
 ) -> InputTransform:
-    """Builds the InputTransform of an image input from the card, user overrides and quantization.
+    """Builds the InputTransform of an image input: flags > model card > standard TFLite metadata > defaults.
+
+    A float input takes ``(pixel - mean) / std`` from the first of these that
+    gives them; an integer input without a card takes raw pixels, as
+    MediaPipe and the Task Library feed uint8 models (their
+    NormalizationOptions describe the quantized values, e.g. Coral's
+    127.5/127.5 with scale 1/128, zero point 128).
 
     Args:
       tensor: the model's image input.
       card: the embedded model card, or None for third-party models.
-      mean: ``--mean`` override (wins over the card).
-      std: ``--std`` override (wins over the card).
+      mean: ``--mean`` override (wins over the card and the metadata).
+      std: ``--std`` override.
       model_name: used in messages.
+      standard: the input's standard TFLite metadata, or None.
 
     Returns:
       The InputTransform.
@@ -185,15 +199,19 @@ def input_transform(
         raise ModelFileError(f"'{model_name}' has a {tensor.dtype} input without quantization parameters; re-export it.")
     scale = tensor.scale[0] if tensor.quantized else 0.0
     zero_point = tensor.zero_point[0] if tensor.quantized else 0
-    if mean is not None or std is not None:
-        base_mean = card.mean if card is not None else (0.0, 0.0, 0.0)
-        base_std = card.std if card is not None else (1.0, 1.0, 1.0)
-        source, mean, std = "options", tuple(mean or base_mean), tuple(std or base_std)
-    elif card is not None:
-        source, mean, std = "card", tuple(card.mean), tuple(card.std)
+    declared = standard.channel_normalization() if standard is not None else None
+    if card is not None:
+        base_source, base_mean, base_std = "card", tuple(card.mean), tuple(card.std)
+    elif declared is not None:
+        base_source, (base_mean, base_std) = "tflite-metadata", declared
     else:
-        source, mean, std = "default", (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
-    raw = tensor.dtype != "float32" and (source == "default" or _undoes_quantization(mean, std, scale, zero_point, tensor.dtype))
+        base_source, base_mean, base_std = "default", (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    if mean is not None or std is not None:
+        source, mean, std = "options", tuple(mean or base_mean), tuple(std or base_std)
+    else:
+        source, mean, std = base_source, base_mean, base_std
+    raw = tensor.dtype != "float32" and (source in ("default", "tflite-metadata")
+                                         or _undoes_quantization(mean, std, scale, zero_point, tensor.dtype))
     color = card.color if card is not None else "RGB"
     return InputTransform(int(shape[1]), int(shape[2]), tensor.dtype, tuple(float(m) for m in mean),
                           tuple(float(s) for s in std), float(scale), int(zero_point), raw, color, source)
