@@ -172,6 +172,39 @@ def _resized(image: Image.Image, height: int, width: int) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
+def read_image_bytes(path: Union[str, Path]) -> bytes:
+    """The bytes of an image file, after the checks ``open_rgb`` makes (regular, non-empty file).
+
+    Raises:
+      ImageReadError: not a regular file, empty, missing or unreadable.
+    """
+    path = Path(path)
+    try:
+        _check_regular(path)
+        return path.read_bytes()
+    except Exception as e:  # noqa: BLE001 - see open_rgb
+        raise _read_error(path, e) from None
+
+
+def decode_image_bytes(data: bytes, size: Union[int, Tuple[int, int]], path: Union[str, Path] = "<bytes>") -> np.ndarray:
+    """``load_image`` of a file already read into memory (same decode, same pixels).
+
+    Args:
+      data: the file's bytes.
+      size: side length, or ``(height, width)``.
+      path: named in errors.
+
+    Raises:
+      ImageReadError: when the bytes cannot be decoded.
+    """
+    height, width = (size, size) if isinstance(size, int) else size
+    try:
+        image = _decode(io.BytesIO(data), max(height, width))
+    except Exception as e:  # noqa: BLE001 - see open_rgb
+        raise _read_error(Path(path), e) from None
+    return _resized(image, height, width)
+
+
 def load_image_digest(path: Union[str, Path], size: Union[int, Tuple[int, int]]) -> Tuple[np.ndarray, str]:
     """``load_image`` plus a digest of the file's bytes, reading the file once.
 
@@ -180,21 +213,13 @@ def load_image_digest(path: Union[str, Path], size: Union[int, Tuple[int, int]])
     again) is hashed, found unchanged and not decoded again.
 
     Returns:
-      ``(pixels, digest)``: the array ``load_image`` returns and the hex
-      BLAKE2b-128 digest of the file's bytes.
+      ``(pixels, digest)``: the array ``load_image`` returns and ``file_digest_bytes`` of the file.
 
     Raises:
       ImageReadError: when the file cannot be decoded.
     """
-    height, width = (size, size) if isinstance(size, int) else size
-    path = Path(path)
-    try:
-        _check_regular(path)
-        data = path.read_bytes()
-        image = _decode(io.BytesIO(data), max(height, width))
-    except Exception as e:  # noqa: BLE001 - see open_rgb
-        raise _read_error(path, e) from None
-    return _resized(image, height, width), file_digest_bytes(data)
+    data = read_image_bytes(path)
+    return decode_image_bytes(data, size, path), file_digest_bytes(data)
 
 
 def file_digest_bytes(data: bytes) -> str:
