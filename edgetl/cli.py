@@ -177,8 +177,11 @@ def _train_options(func):
         click.option("--class-weights", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
                       help="Inverse-frequency class weights; 'auto' = only for imbalanced folders."),
         click.option("--no-cache-features", is_flag=True, help="Stage 1 through the frozen backbone every epoch (slower; for comparison)."),
-        click.option("--strategy", type=click.Choice(["auto", "mirrored", "default"]), default="auto", show_default=True,
-                      help="tf.distribute strategy; 'auto' mirrors over several GPUs."),
+        click.option("--strategy", type=click.Choice(["auto", "mirrored", "multiworker", "default"]), default="auto",
+                      show_default=True,
+                      help="tf.distribute strategy: 'auto' mirrors over this machine's GPUs when it has several; "
+                           "'multiworker' trains on several machines, each running this command with TF_CONFIG set "
+                           "(README: 'When one machine is not enough')."),
         click.option("--seed", type=int, default=42, show_default=True, help="Seed of the split, initialisation and augmentation."),
     ]
     for option in reversed(options):
