@@ -44,10 +44,11 @@ from edgetl import __version__
 from edgetl._atomic import atomic_path, write_json, write_text
 from edgetl.config import DataConfig, ModelConfig, TrainConfig, dump_yaml, load_yaml, to_dict
 from edgetl.data.folder import ImageFolder, keep_usable, scan_candidates, scan_folder
-from edgetl.data.identity import DataIdentity, data_identity, describe_changes, store_digests
+from edgetl.data.identity import DataIdentity, data_identity, describe_changes, recorded_identity, store_digests
 from edgetl.data.pipeline import store_dataset
 from edgetl.data.split import Splits, class_weights, split_folder
 from edgetl.data.store import ImageStore, store_folder
+from edgetl.cluster import WorkerRole, worker_role
 from edgetl.errors import ConfigError
 from edgetl.metrics import classification_metrics
 from edgetl.model import head as head_lib
@@ -131,55 +132,6 @@ class _Progress(keras.callbacks.Callback):
         logs = logs or {}
         shown = " ".join(f"{k}={v:.4f}" for k, v in logs.items() if k in ("loss", "accuracy", "val_loss", "val_accuracy"))
         self.echo(f"[{self.stage}] epoch {epoch + 1}/{self.params.get('epochs')} {shown}")
-
-
-@dataclasses.dataclass(frozen=True)
-class WorkerRole:
-    """This process's place in a multi-worker cluster (``TF_CONFIG``).
-
-    Attributes:
-      chief: whether it writes the run directory (task 'chief', or 'worker' 0 when there is no chief).
-      task: e.g. 'worker:1'.
-      workers: number of processes training together (1 without TF_CONFIG).
-    """
-
-    chief: bool = True
-    task: str = "chief"
-    workers: int = 1
-
-
-def worker_role(strategy: str) -> WorkerRole:
-    """Reads ``TF_CONFIG`` for ``strategy='multiworker'``; every other strategy is a single chief.
-
-    TF_CONFIG is the JSON TensorFlow's cluster resolver reads
-    (https://www.tensorflow.org/guide/distributed_training#setting_up_the_tf_config_environment_variable):
-    ``{"cluster": {"worker": ["host1:port", "host2:port"]}, "task": {"type": "worker", "index": 0}}``.
-    Worker 0 is the chief unless the cluster names a 'chief' task, as in Keras.
-
-    Raises:
-      ConfigError: TF_CONFIG missing or malformed for 'multiworker'.
-    """
-    if strategy != "multiworker":
-        return WorkerRole()
-    text = os.environ.get("TF_CONFIG", "")
-    example = ('TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
-               '"task": {"type": "worker", "index": 0}}\'')
-    if not text.strip():
-        raise ConfigError(f"--strategy multiworker needs the TF_CONFIG environment variable on every worker, e.g. "
-                          f"{example} (index 1 on the second machine); see the README, 'When one machine is not enough'.")
-    try:
-        config = json.loads(text)
-        cluster, task = config["cluster"], config["task"]
-        kind, index = str(task["type"]), int(task.get("index", 0))
-        members = cluster[kind]
-        if not 0 <= index < len(members):
-            raise IndexError(index)
-    except (ValueError, KeyError, TypeError, IndexError) as e:
-        raise ConfigError(f"TF_CONFIG is not a valid cluster description ({type(e).__name__}: {e}); expected e.g. "
-                          f"{example}.") from None
-    chief = kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster)
-    workers = len(cluster.get("worker", [])) + len(cluster.get("chief", []))
-    return WorkerRole(chief, f"{kind}:{index}", workers)
 
 
 def get_strategy(name: str):
@@ -399,14 +351,6 @@ def _read_state(paths: RunPaths) -> Dict[str, object]:
 
 def _write_state(paths: RunPaths, state: Dict[str, object]) -> None:
     write_json(paths.checkpoints / "state.json", state)
-
-
-def recorded_identity(paths: RunPaths) -> Optional[DataIdentity]:
-    """The data identity a run recorded in its dataset.json, or None (none yet, older edgetl, damaged)."""
-    try:
-        return DataIdentity.from_dict(json.loads(paths.dataset.read_text(encoding="utf-8"))["identity"])
-    except (OSError, ValueError, KeyError, TypeError, IndexError):
-        return None
 
 
 def _has_checkpoints(paths: RunPaths) -> bool:

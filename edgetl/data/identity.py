@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import os
+from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from edgetl.data.folder import ImageFolder, scan_candidates
@@ -109,6 +110,19 @@ def current_identity(path: str, val_path: Optional[str], run_dir: str, size: int
     finally:
         if store is not None:
             store.close()
+
+
+def recorded_identity(run_dir) -> Optional[DataIdentity]:
+    """The data identity a run recorded in its dataset.json, or None (none yet, older edgetl, damaged).
+
+    Args:
+      run_dir: the run directory (a path or an ``edgetl.run_dir.RunPaths``).
+    """
+    dataset = run_dir.dataset if hasattr(run_dir, "dataset") else Path(run_dir) / "dataset.json"
+    try:
+        return DataIdentity.from_dict(json.loads(Path(dataset).read_text(encoding="utf-8"))["identity"])
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None
 
 
 def _count(n: int, what: str) -> str:

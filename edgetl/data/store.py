@@ -519,6 +519,22 @@ class ImageStore:
         self.rows_read += len(rows)
         return out
 
+    def usable(self, paths: Sequence[str], labels: Sequence[int]) -> Tuple[np.ndarray, np.ndarray, List[str]]:
+        """Rows and labels of the ``paths`` that have a row, and the paths that have none (undecodable now).
+
+        Returns:
+          ``(rows int64, labels int32, missing paths)``.
+        """
+        rows, kept, missing = [], [], []
+        for path, label in zip(paths, labels):
+            entry = self.entries.get(os.path.abspath(path))
+            if entry is None or entry.row < 0:
+                missing.append(path)
+            else:
+                rows.append(entry.row)
+                kept.append(label)
+        return np.asarray(rows, np.int64), np.asarray(kept, np.int32), missing
+
     def load(self, path: str) -> np.ndarray:
         """One image's pixels ``(size, size, 3)`` uint8 by its path (``update`` first)."""
         return self.read(self.rows([path]))[0]
@@ -554,14 +570,28 @@ class ImageStore:
             return pixels.tobytes()
 
 
-def open_run_store(run_dir: PathLike, size: int, paths: Sequence[str], progress: bool = True,
+def open_run_store(run_dir: Optional[PathLike], size: int, paths: Sequence[str], progress: bool = True,
                    echo: Callable[[str], None] = logger.warning, desc: str = "decoding images") -> ImageStore:
     """The run's store of ``size`` px, brought up to date for ``paths`` (decoding only what is new or changed).
 
-    Used by the stages after training (QAT, export, evaluation): when the files are
-    those training stored, nothing is decoded.
+    Used by the stages after training (QAT, export, evaluation), also from another
+    process: when the files are those training stored, nothing is decoded. With
+    ``run_dir`` None (a model and a split given in Python), the store lives in a
+    temporary folder deleted when the process exits.
     """
-    store = ImageStore(store_folder(run_dir, size), size, echo=echo)
+    if run_dir is None:
+        import atexit
+        import tempfile
+
+        folder = tempfile.mkdtemp(prefix="edgetl-store-")
+        atexit.register(shutil.rmtree, folder, True)
+        store = ImageStore(folder, size, echo=echo)
+    else:
+        try:
+            store = ImageStore(store_folder(run_dir, size), size, echo=echo)
+        except OSError as e:  # a read-only run directory: decode into a temporary store instead
+            echo(f"cannot write the decoded store in '{run_dir}' ({e.strerror or e}); using a temporary one")
+            return open_run_store(None, size, paths, progress, echo, desc)
     if not all(store.has(p) for p in paths):
         store.update(paths, progress=progress, desc=desc)
     return store
