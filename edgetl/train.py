@@ -19,7 +19,8 @@ Several machines: with ``strategy='multiworker'`` every worker runs this same
 function under ``tf.distribute.MultiWorkerMirroredStrategy`` (configured by
 ``TF_CONFIG``). Only the chief writes the run directory; the other workers
 keep their store, logs and weights in a temporary folder that is removed at
-the end, as the Keras multi-worker guide recommends for checkpoints. Their
+the end, as the Keras multi-worker guide recommends for checkpoints (or in
+``$EDGETL_WORKER_DIR``, kept, when that is set). Their
 stage decisions (resume, skip stage 1) read the chief's run directory, as
 Keras' BackupAndRestore does, so resuming needs the run directory at the same
 path on every worker (a shared filesystem).
@@ -400,6 +401,9 @@ def train(
     temporary = None
     if role.chief:
         work = paths
+    elif os.environ.get("EDGETL_WORKER_DIR"):
+        work = RunPaths.of(os.environ["EDGETL_WORKER_DIR"])  # kept, e.g. to compare a worker's weights with the chief's
+        echo(f"{role.task} of {role.workers} workers: the chief writes {paths.root}; this worker writes {work.root}")
     else:
         temporary = tempfile.mkdtemp(prefix=f"edgetl-{role.task.replace(':', '-')}-")
         work = RunPaths.of(temporary)

@@ -318,16 +318,19 @@ def run_configs(configs: Mapping[str, Any], out: str, fresh: bool = False, echo:
 
         trained = train(configs["data"], configs["model"], configs["train"], out=str(paths.root), fresh=fresh, echo=echo)
         if not role.chief:
-            # The chief trained the same model with this worker and runs every later stage.
             records.append(StageRecord("train", "ran", time.perf_counter() - started, f"as {role.task}"))
-            records.extend(StageRecord(name, "off", 0.0, "the chief's") for name in STAGES[1:])
-            return RunResult(str(paths.root), records, None, [])
-        from edgetl.data.identity import recorded_identity
+        else:
+            from edgetl.data.identity import recorded_identity
 
-        recorded = recorded_identity(paths)
-        state.done("train", keys["train"], time.perf_counter() - started, data=recorded.key if recorded else "")
-        records.append(StageRecord("train", "ran", time.perf_counter() - started,
-                                   f"val accuracy {trained.val_accuracy:.2%}" + (" (resumed)" if trained.resumed else "")))
+            recorded = recorded_identity(paths)
+            state.done("train", keys["train"], time.perf_counter() - started, data=recorded.key if recorded else "")
+            records.append(StageRecord("train", "ran", time.perf_counter() - started,
+                                       f"val accuracy {trained.val_accuracy:.2%}" + (" (resumed)" if trained.resumed else "")))
+    if not role.chief:
+        # The chief trained the same model with this worker and runs every later stage, alone.
+        records.extend(StageRecord(name, "off", 0.0, "the chief's") for name in STAGES[1:])
+        return RunResult(str(paths.root), records, None, [])
+
     # The run's config.yaml holds every section, so it repeats this run as a recipe.
     write_text(paths.config, dump_yaml({**{name: configs[name] for name in defaults}, "edgetl_version": __version__}))
 

@@ -222,10 +222,10 @@ class ImageStore:
         self._crc = np.zeros(0, np.uint32)
         self._path_of_row: Dict[int, str] = {}
         self._repair_lock = threading.Lock()
+        self._said: set = set()
         self.rows_read = 0  # rows handed out by ``read`` in this process (benchmarks, multi-worker test)
         self.folder.mkdir(parents=True, exist_ok=True)
-        with _locked(self.folder):
-            self._load(repair=False)
+        self._load(repair=False)
 
     # -- index -------------------------------------------------------------------------------------
     @property
@@ -239,8 +239,19 @@ class ImageStore:
     def _settings(self) -> Dict[str, object]:
         return {"format": FORMAT, **decode_settings(self.size), "row_bytes": self.row_bytes}
 
+    def _say(self, line: str) -> None:
+        if line not in self._said:  # opening, then updating, must not repeat a line
+            self._said.add(line)
+            self.echo(line)
+
     def _load(self, repair: bool) -> None:
-        """Reads the index and checks it against the pixels file; a damaged store is reset (``repair``: truncated)."""
+        """Reads the index and checks it against the pixels file.
+
+        A damaged index or a short file loses the rows it cannot vouch for (they
+        are decoded again by ``update``). Only with ``repair`` (under the build
+        lock) are files changed: a damaged store reset, an uncommitted tail
+        truncated, a stale generation deleted; a reader never writes.
+        """
         entries: Dict[str, Entry] = {}
         rows = 0
         problem = ""
@@ -259,22 +270,24 @@ class ImageStore:
         have = self.pixels_file.stat().st_size if self.pixels_file.is_file() else 0
         if not problem and have < rows * self.row_bytes:
             lost = [path for path, entry in entries.items() if entry.row >= have // self.row_bytes]
-            self.echo(f"decoded store '{self.folder}' is shorter than its index ({have} of {rows * self.row_bytes} "
+            self._say(f"decoded store '{self.folder}' is shorter than its index ({have} of {rows * self.row_bytes} "
                       f"bytes): the {len(lost)} image(s) it lost are decoded again")
             for path in lost:
                 del entries[path]
             rows = have // self.row_bytes
         if problem:
-            self.echo(f"decoded store '{self.folder}' is damaged ({problem}); rebuilding it")
+            self._say(f"decoded store '{self.folder}' is damaged ({problem}); rebuilding it")
             entries, rows = {}, 0
-            with contextlib.suppress(FileNotFoundError):
-                os.truncate(self.pixels_file, 0)
-            self.index_file.unlink(missing_ok=True)
-        elif have > rows * self.row_bytes:
+            if repair:
+                with contextlib.suppress(FileNotFoundError):
+                    os.truncate(self.pixels_file, 0)
+                self.index_file.unlink(missing_ok=True)
+        elif repair and have > rows * self.row_bytes:
             os.truncate(self.pixels_file, rows * self.row_bytes)  # an uncommitted tail of an interrupted build
-        for stale in self.folder.glob("pixels.*.u8"):
-            if stale != self.pixels_file:  # left by a compaction that stopped before deleting it
-                stale.unlink(missing_ok=True)
+        if repair:
+            for stale in self.folder.glob("pixels.*.u8"):
+                if stale != self.pixels_file:  # left by a compaction that stopped before deleting it
+                    stale.unlink(missing_ok=True)
         self.entries, self.committed_rows = entries, rows
         self._reindex()
 
