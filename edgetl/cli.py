@@ -217,6 +217,9 @@ def train(recipe, out, fresh, **_):
     from edgetl.data.folder import check_layout
 
     check_layout(configs["data"].path, configs["data"].val_path, configs["data"].min_images_per_class)  # so does a bad folder
+    from edgetl.cluster import worker_role
+
+    worker_role(configs["train"].strategy)  # and a missing or malformed TF_CONFIG for --strategy multiworker
     from edgetl.train import train as run_training
 
     result = run_training(configs["data"], configs["model"], configs["train"],

@@ -270,6 +270,40 @@ def _predict_batches(model, dataset, steps: int, desc: str) -> np.ndarray:
     return np.concatenate(outputs)
 
 
+def _barrier(strategy) -> None:
+    """Waits until every worker gets here (a one-number all-reduce); a no-op without multi-worker.
+
+    After ``fit``, the chief has written its best checkpoint (ModelCheckpoint saves in
+    ``on_epoch_end``, before ``fit`` returns); past the barrier every worker sees it
+    and takes the same branch, so their later collective ops pair up.
+    """
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(tf.function(lambda: tf.constant(1.0))), axis=None)
+
+
+def _local_copy(model, strategy):
+    """``model`` as an ordinary model of this process, for inference under a multi-worker strategy.
+
+    Reading a BatchNorm moving statistic (an ON_READ variable) under
+    MultiWorkerMirroredStrategy is a collective op across workers; inside a
+    traced inference loop the workers' collectives can pair up in different
+    orders and abort ("Shape mismatch in the collective instance"). So every
+    worker copies the weights once, layer by layer in one eager order (each read
+    an all-reduce all workers join), into a clone outside the strategy, and
+    predicts and saves with that clone. Without multi-worker: ``model`` itself.
+    """
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return model
+    clone = keras.models.clone_model(model)
+    for layer in model.layers:
+        weights = layer.get_weights()
+        if weights:
+            clone.get_layer(layer.name).set_weights(weights)
+    for layer in model.layers:
+        clone.get_layer(layer.name).trainable = layer.trainable
+    return clone
+
+
 def _extract_features(model, dataset, cache_file: Path, count: int, echo, steps: int = 0) -> np.ndarray:
     """Pooled backbone features of un-augmented images, cached on disk for resumes (N x channels float32)."""
     if cache_file.is_file():
@@ -284,16 +318,17 @@ def _extract_features(model, dataset, cache_file: Path, count: int, echo, steps:
 
 
 def _train_head(model, splits, datasets, data: DataConfig, config: TrainConfig, paths: RunPaths, work: RunPaths,
-                weights_by_class, echo):
+                weights_by_class, echo, strategy=None):
     """Stage 1: the head alone, on cached features or through the frozen backbone."""
     best_path = work.checkpoints / f"{STAGE1}_best.h5"
     callbacks = _callbacks(paths, work, STAGE1, config, best_path, echo, _best_from_csv(paths.logs / f"{STAGE1}_history.csv"))
     optimizer = keras.optimizers.Adam(config.learning_rate)
     if config.cache_features:
         steps = -(-len(splits.train) // data.batch_size)
-        train_features = _extract_features(model, datasets["train_plain"], work.checkpoints / "features_train.npy",
+        local = _local_copy(model, strategy)
+        train_features = _extract_features(local, datasets["train_plain"], work.checkpoints / "features_train.npy",
                                            len(splits.train), echo, steps)
-        val_features = _extract_features(model, datasets["val"], work.checkpoints / "features_val.npy", len(splits.val),
+        val_features = _extract_features(local, datasets["val"], work.checkpoints / "features_val.npy", len(splits.val),
                                          echo, -(-len(splits.val) // data.batch_size))
         trainable = head_lib.head_model(model)
         trainable.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -309,12 +344,14 @@ def _train_head(model, splits, datasets, data: DataConfig, config: TrainConfig, 
             datasets["train_shuffled"], epochs=config.epochs, validation_data=datasets["val"],
             class_weight=weights_by_class or None, callbacks=callbacks, verbose=0,
         )
-    if best_path.is_file():
-        trainable.load_weights(str(best_path))
+    _barrier(strategy)
+    best = paths.checkpoints / best_path.name  # the chief's: every worker loads the same weights
+    if best.is_file():
+        trainable.load_weights(str(best))
 
 
 def _fine_tune(model, datasets, config: TrainConfig, paths: RunPaths, work: RunPaths, weights_by_class, echo,
-               stage1_best: Optional[float]) -> bool:
+               stage1_best: Optional[float], strategy=None) -> bool:
     """Stage 2: unfreeze the top layers and train on augmented images.
 
     Returns:
@@ -336,8 +373,10 @@ def _fine_tune(model, datasets, config: TrainConfig, paths: RunPaths, work: RunP
         datasets["train"], epochs=config.fine_tune_epochs, validation_data=datasets["val"],
         class_weight=weights_by_class or None, callbacks=callbacks, verbose=0,
     )
-    if best_path.is_file():
-        model.load_weights(str(best_path))
+    _barrier(strategy)
+    best = paths.checkpoints / best_path.name  # the chief's: every worker loads the same weights
+    if best.is_file():
+        model.load_weights(str(best))
         return True
     return False
 
@@ -494,7 +533,7 @@ def _train(data: DataConfig, model: ModelConfig, train_config: TrainConfig, path
         else:
             started = time.perf_counter()
             with strategy.scope():
-                _train_head(classifier, splits, datasets, data, train_config, paths, work, weights_by_class, echo)
+                _train_head(classifier, splits, datasets, data, train_config, paths, work, weights_by_class, echo, strategy)
             with atomic_path(stage1_weights, suffix=".h5") as tmp:
                 classifier.save_weights(str(tmp))
             state[STAGE1] = "done"
@@ -505,7 +544,7 @@ def _train(data: DataConfig, model: ModelConfig, train_config: TrainConfig, path
         started = time.perf_counter()
         with strategy.scope():
             improved = _fine_tune(classifier, datasets, train_config, paths, work, weights_by_class, echo,
-                                  _best_from_csv(paths.logs / f"{STAGE1}_history.csv"))
+                                  _best_from_csv(paths.logs / f"{STAGE1}_history.csv"), strategy)
         stage1_file = stage1_weights if stage1_weights.is_file() else paths.checkpoints / stage1_weights.name
         if not improved and stage1_file.is_file():
             echo("fine-tuning did not beat the head-only validation accuracy; keeping the stage-1 weights")
@@ -520,6 +559,7 @@ def _train(data: DataConfig, model: ModelConfig, train_config: TrainConfig, path
             head_lib.set_fine_tune(classifier, train_config.fine_tune_layers)
             classifier.load_weights(str(best))
 
+    classifier = _local_copy(classifier, strategy)
     scores = _predict_batches(classifier, datasets["val"], -(-len(splits.val) // data.batch_size), "validation")
     metrics = classification_metrics(splits.val.labels, scores, splits.class_names)
     classifier.trainable = False
