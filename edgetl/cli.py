@@ -196,7 +196,9 @@ def _train_options(func):
 @_train_options
 @click.option("--out", "out", type=click.Path(file_okay=False), default=None,
               help="Run directory. Default: runs/<backbone>. Re-running resumes from its checkpoints.")
-@click.option("--fresh", is_flag=True, help="Ignore checkpoints in --out and start over.")
+@click.option("--fresh", is_flag=True,
+              help="Ignore checkpoints in --out and start over (the decoded images in --out/store are reused: "
+                   "they are keyed by each file's content).")
 @handle_errors
 def train(recipe, out, fresh, **_):
     """Transfer learning on an image folder: head on cached features, then fine-tuning.
@@ -259,7 +261,8 @@ _RUN_FLAGS = {
               help="Among those files, recommend the fastest (p50) or the smallest.")
 @click.option("--out", "out", type=click.Path(file_okay=False), default=None,
               help="Run directory. Default: runs/<backbone>. Re-running skips finished stages.")
-@click.option("--fresh", is_flag=True, help="Delete the run's checkpoints and results and start over.")
+@click.option("--fresh", is_flag=True,
+              help="Delete the run's checkpoints and results and start over (the decoded images in RUN/store are reused).")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @handle_errors
 def run_command(recipe, out, fresh, no_progress, **_):

@@ -11,7 +11,10 @@ in its own child process (peak RSS = the child's ``ru_maxrss`` from ``os.wait4``
      fine-tuning epoch (stage 1 is resumed, not repeated);
   c) a plain Pillow decode loop (``edgetl.images.load_image``) over all cores, in
      a process pool and in a thread pool, discarding the pixels: the throughput
-     the store's decode is compared with.
+     the store's decode is compared with;
+  d) reading every row once in shuffled batches of 32: from the store (``pread``
+     per row, CRC checked) and from a TFRecord file of the same raw rows through
+     ``tf.data`` (sequential, shuffled in a 1000-record buffer): the format choice.
 
 The folders are generated once into ``--cache`` (smooth random colour fields with
 noise, JPEG quality 90, about the size of a resized photo) and reused.
@@ -108,6 +111,40 @@ def child_fine_tune(data: Path, run: Path, weights: str) -> dict:
     return {"fine_tune_epoch_seconds": result.stage_seconds.get("fine_tune"), "resumed": result.resumed}
 
 
+def child_read_store(run: Path) -> dict:
+    import numpy as np
+
+    from edgetl.data.store import ImageStore, store_folder
+
+    store = ImageStore(store_folder(run, 224), 224)
+    rows = np.random.default_rng(0).permutation(store.committed_rows)
+    started = time.perf_counter()
+    for start in range(0, len(rows), 32):
+        store.read(rows[start:start + 32])
+    seconds = time.perf_counter() - started
+    return {"store_read_images_per_second": len(rows) / seconds}
+
+
+def child_read_tfrecord(run: Path) -> dict:
+    import numpy as np
+
+    from edgetl.data.store import ImageStore, store_folder
+    from edgetl.model.keras import tf
+
+    store = ImageStore(store_folder(run, 224), 224)
+    record = run / "rows.tfrecord"
+    with tf.io.TFRecordWriter(str(record)) as writer:
+        for row in range(store.committed_rows):
+            writer.write(store.read([row])[0].tobytes())
+    dataset = (tf.data.TFRecordDataset(str(record)).shuffle(1000, seed=0).batch(32)
+               .map(lambda x: tf.reshape(tf.io.decode_raw(x, tf.uint8), (-1, 224, 224, 3))).prefetch(2))
+    started = time.perf_counter()
+    count = sum(int(batch.shape[0]) for batch in dataset)
+    seconds = time.perf_counter() - started
+    record.unlink()
+    return {"tfrecord_read_images_per_second": count / seconds}
+
+
 def _decode_one(path: str) -> int:
     from edgetl.images import load_image
 
@@ -118,10 +155,11 @@ def child_plain(data: Path, kind: str) -> dict:
     paths = sorted(str(p) for p in data.rglob("*.jpg"))
     workers = os.cpu_count() or 1
     pool_class = concurrent.futures.ProcessPoolExecutor if kind == "processes" else concurrent.futures.ThreadPoolExecutor
-    started = time.perf_counter()
     with pool_class(max_workers=workers) as pool:
+        list(pool.map(_decode_one, paths[:workers]))  # warm-up: workers started, modules imported, not timed
+        started = time.perf_counter()
         list(pool.map(_decode_one, paths, chunksize=16 if kind == "processes" else 1))
-    seconds = time.perf_counter() - started
+        seconds = time.perf_counter() - started
     return {f"plain_{kind}_seconds": seconds, f"plain_{kind}_images_per_second": len(paths) / seconds}
 
 
@@ -131,6 +169,10 @@ def run_child(args) -> None:
         result = child_features(data, run, args.weights)
     elif args.child == "fine_tune":
         result = child_fine_tune(data, run, args.weights)
+    elif args.child == "read_store":
+        result = child_read_store(run)
+    elif args.child == "read_tfrecord":
+        result = child_read_tfrecord(run)
     else:
         result = child_plain(data, args.child.split("_", 1)[1])
     print("RESULT " + json.dumps(result))
@@ -183,7 +225,9 @@ def main() -> None:
         for name, argv in (("plain_processes", ["--child", "plain_processes", "--data", str(data)]),
                            ("plain_threads", ["--child", "plain_threads", "--data", str(data)]),
                            ("features", ["--child", "features", "--data", str(data), "--run", str(run), "--weights", args.weights]),
-                           ("fine_tune", ["--child", "fine_tune", "--data", str(data), "--run", str(run), "--weights", args.weights])):
+                           ("fine_tune", ["--child", "fine_tune", "--data", str(data), "--run", str(run), "--weights", args.weights]),
+                           ("read_store", ["--child", "read_store", "--data", str(data), "--run", str(run)]),
+                           ("read_tfrecord", ["--child", "read_tfrecord", "--data", str(data), "--run", str(run)])):
             results[name] = measure(argv)
             print(f"{name}: {json.dumps(results[name])}", flush=True)
         store_rate = results["features"]["decode_images_per_second"]
@@ -201,6 +245,10 @@ def main() -> None:
         print(f"  c) plain Pillow loop: processes {results['plain_processes']['plain_processes_images_per_second']:.0f} img/s, "
               f"threads {results['plain_threads']['plain_threads_images_per_second']:.0f} img/s; store decode = "
               f"{results['store_decode_vs_best_plain_loop']:.0%} of the faster one")
+        print(f"  d) reading every row once, shuffled batches of 32: store {results['read_store']['store_read_images_per_second']:.0f} "
+              f"img/s (peak RSS {results['read_store']['peak_rss_mib']:.0f} MiB), TFRecord via tf.data "
+              f"{results['read_tfrecord']['tfrecord_read_images_per_second']:.0f} img/s (peak RSS "
+              f"{results['read_tfrecord']['peak_rss_mib']:.0f} MiB)")
         print(f"  store: {results['store_mib']:.0f} MiB on disk")
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=2) + "\n")

@@ -129,3 +129,31 @@ def test_train_on_a_changed_folder_starts_over_instead_of_a_shape_mismatch(tmp_p
     # The same data again: resumed, nothing retrained.
     third = CliRunner().invoke(main, args)
     assert third.exit_code == 0 and "resuming from checkpoints" in third.output and "[head] epoch" not in third.output
+
+
+def test_full_disk_while_decoding_is_one_line_and_the_next_run_trains(tmp_path, monkeypatch):
+    import errno
+
+    from edgetl.data import store as store_lib
+
+    data = make_image_folder(tmp_path / "data", per_class=4, size=40, classes=TWO)
+    args = ["train", str(data), "--out", str(tmp_path / "run"), *MODEL]
+    real = store_lib._pwrite
+    written = {"rows": 0}
+
+    def full_disk(fd, pixels, offset):
+        written["rows"] += 1
+        if written["rows"] > 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd, pixels, offset)
+
+    monkeypatch.setattr(store_lib, "_pwrite", full_disk)
+    failed = CliRunner().invoke(main, args)
+    assert failed.exit_code == 1
+    errors = [line for line in failed.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and errors[0].startswith("Error: No space left on device while writing the decoded store")
+    assert "Traceback" not in failed.output and not (tmp_path / "run" / "model.keras").exists()
+    monkeypatch.setattr(store_lib, "_pwrite", real)
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0, again.output
+    assert json.loads((tmp_path / "run" / "train_result.json").read_text())["class_names"] == ["green", "red"]
