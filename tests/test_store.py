@@ -196,3 +196,12 @@ def test_concurrent_reads_from_threads(folder, tmp_path):
     for thread in threads:
         thread.join()
     assert not errors
+
+
+def test_large_builds_decode_in_processes(folder, tmp_path, monkeypatch):
+    monkeypatch.setattr(store_lib, "PROCESS_POOL_MIN", 1)  # the pool large folders get, on a small one
+    paths = _paths(folder)
+    store = ImageStore(store_folder(tmp_path / "run", SIZE), SIZE)
+    assert store.update(paths + [str(folder / "missing.png")], progress=False)[-1].startswith("missing")
+    for path in paths:
+        np.testing.assert_array_equal(store.load(path), load_image(path, SIZE))

@@ -28,10 +28,15 @@ Decisions, and why:
 * **pread, not mmap.** Pages of a memory map that a process touched count in
   its RSS; reading rows with ``os.pread`` leaves them in the kernel's page cache,
   which is shared and reclaimable, so the trainer's RSS stays flat.
-* **Threads, not processes, decode.** Pillow releases the GIL while it decodes
-  and resizes, and so do hashlib and zlib on large buffers; threads avoid
-  pickling every decoded row back to a parent process
-  (scripts/bench_data_store.py measures both against a plain decode loop).
+* **Processes decode large batches, threads small ones.** Pillow releases the
+  GIL in its decoders, but opening a file, EXIF handling and the numpy
+  conversion hold it: on 1 000 224 px JPEGs over 2 cores a thread pool decoded
+  754 images/s and a process pool 1 242 (scripts/bench_data_store.py, see
+  docs/benchmarks.md). So from ``PROCESS_POOL_MIN`` files on, a pool of
+  ``spawn``ed processes decodes (spawn, not fork: the parent may hold
+  TensorFlow's threads) and sends each row back pickled (150 KB at 224 px,
+  small against its decode); below that, starting processes costs more than it
+  saves and threads decode.
 * **Append-only rows, atomically committed index.** A new or edited file gets a
   new row at the end; rows are never rewritten, so a concurrent reader never
   sees a half-written row it was told about. The index is the commit record,
@@ -87,6 +92,8 @@ COMMIT_ROWS = 2000
 COMMIT_SECONDS = 30.0
 # Compaction once unreferenced rows are this share of the file.
 GARBAGE_SHARE = 0.25
+# From this many files to decode on, a process pool (see the module docstring).
+PROCESS_POOL_MIN = 256
 _DISK_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
                 errno.EFBIG: "file too large"}
 
@@ -192,6 +199,14 @@ def _examine(path: str, size: int, old_digest: Optional[str]):
 
 def _workers() -> int:
     return max(1, min(16, os.cpu_count() or 1))
+
+
+def _pool(count: int, workers: int) -> concurrent.futures.Executor:
+    if count >= PROCESS_POOL_MIN and workers > 1:
+        import multiprocessing
+
+        return concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    return concurrent.futures.ThreadPoolExecutor(max_workers=workers)
 
 
 class ImageStore:
@@ -382,7 +397,7 @@ class ImageStore:
             )
 
     def _build(self, todo, progress: bool, desc: str) -> Dict[str, str]:
-        """Decodes ``todo`` in a thread pool and appends the rows; returns the reasons of files that vanished."""
+        """Decodes ``todo`` in a pool and appends the rows in order; returns the reasons of files that vanished."""
         gone: Dict[str, str] = {}
         fd = os.open(self.pixels_file, os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o644)
         rows = self.committed_rows
@@ -395,7 +410,7 @@ class ImageStore:
             bar = tqdm(total=len(todo), desc=desc, unit="img", leave=False, disable=None)
         workers = _workers()
         try:
-            with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+            with _pool(len(todo), workers) as pool:
                 window: collections.deque = collections.deque()
                 items = iter(todo)
                 # A bounded window of futures: decoded rows never pile up in memory.
