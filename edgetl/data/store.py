@@ -30,13 +30,14 @@ Decisions, and why:
   which is shared and reclaimable, so the trainer's RSS stays flat.
 * **Processes decode large batches, threads small ones.** Pillow releases the
   GIL in its decoders, but opening a file, EXIF handling and the numpy
-  conversion hold it: on 1 000 224 px JPEGs over 2 cores a thread pool decoded
-  754 images/s and a process pool 1 242 (scripts/bench_data_store.py, see
-  docs/benchmarks.md). So from ``PROCESS_POOL_MIN`` files on, a pool of
-  ``spawn``ed processes decodes (spawn, not fork: the parent may hold
-  TensorFlow's threads) and sends each row back pickled (150 KB at 224 px,
-  small against its decode); below that, starting processes costs more than it
-  saves and threads decode.
+  conversion hold it: in one run on 1 000 224 px JPEGs over 2 cores a warm
+  thread pool decoded 754 images/s and a warm process pool 1 242; starting two
+  ``spawn``ed workers cost about 3 s in another (scripts/bench_data_store.py,
+  docs/benchmarks.md). At ~0.5 ms saved per image, processes pay off from a few
+  thousand files: from ``PROCESS_POOL_MIN`` on, a pool of spawned processes
+  decodes (spawn, not fork: the parent may hold TensorFlow's threads) and sends
+  each row back pickled (150 KB at 224 px, small against its decode); below it,
+  threads decode.
 * **Append-only rows, atomically committed index.** A new or edited file gets a
   new row at the end; rows are never rewritten, so a concurrent reader never
   sees a half-written row it was told about. The index is the commit record,
@@ -93,7 +94,7 @@ COMMIT_SECONDS = 30.0
 # Compaction once unreferenced rows are this share of the file.
 GARBAGE_SHARE = 0.25
 # From this many files to decode on, a process pool (see the module docstring).
-PROCESS_POOL_MIN = 256
+PROCESS_POOL_MIN = 4096
 _DISK_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
                 errno.EFBIG: "file too large"}
 
