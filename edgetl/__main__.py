@@ -2,4 +2,6 @@
 
 from edgetl.cli import main
 
-main()
+# Guarded: the decoded store's worker processes (multiprocessing "spawn") import this module again.
+if __name__ == "__main__":
+    main()

@@ -181,8 +181,11 @@ def _train_options(func):
         click.option("--class-weights", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
                       help="Inverse-frequency class weights; 'auto' = only for imbalanced folders."),
         click.option("--no-cache-features", is_flag=True, help="Stage 1 through the frozen backbone every epoch (slower; for comparison)."),
-        click.option("--strategy", type=click.Choice(["auto", "mirrored", "default"]), default="auto", show_default=True,
-                      help="tf.distribute strategy; 'auto' mirrors over several GPUs."),
+        click.option("--strategy", type=click.Choice(["auto", "mirrored", "multiworker", "default"]), default="auto",
+                      show_default=True,
+                      help="tf.distribute strategy: 'auto' mirrors over this machine's GPUs when it has several; "
+                           "'multiworker' trains on several machines, each running this command with TF_CONFIG set "
+                           "(README: 'When one machine is not enough')."),
         click.option("--seed", type=int, default=42, show_default=True, help="Seed of the split, initialisation and augmentation."),
     ]
     for option in reversed(options):
@@ -197,7 +200,9 @@ def _train_options(func):
 @_train_options
 @click.option("--out", "out", type=click.Path(file_okay=False), default=None,
               help="Run directory. Default: runs/<backbone>. Re-running resumes from its checkpoints.")
-@click.option("--fresh", is_flag=True, help="Ignore checkpoints in --out and start over.")
+@click.option("--fresh", is_flag=True,
+              help="Ignore checkpoints in --out and start over (the decoded images in --out/store are reused: "
+                   "they are keyed by each file's content).")
 @handle_errors
 def train(recipe, out, fresh, **_):
     """Transfer learning on an image folder: head on cached features, then fine-tuning.
@@ -218,6 +223,9 @@ def train(recipe, out, fresh, **_):
     from edgetl.data.folder import check_layout
 
     check_layout(configs["data"].path, configs["data"].val_path, configs["data"].min_images_per_class)  # so does a bad folder
+    from edgetl.cluster import worker_role
+
+    worker_role(configs["train"].strategy)  # and a missing or malformed TF_CONFIG for --strategy multiworker
     from edgetl.train import train as run_training
 
     result = run_training(configs["data"], configs["model"], configs["train"],
@@ -266,7 +274,8 @@ _RUN_FLAGS = {
               help="Among those files, recommend the fastest (p50) or the smallest.")
 @click.option("--out", "out", type=click.Path(file_okay=False), default=None,
               help="Run directory. Default: runs/<backbone>. Re-running skips finished stages.")
-@click.option("--fresh", is_flag=True, help="Delete the run's checkpoints and results and start over.")
+@click.option("--fresh", is_flag=True,
+              help="Delete the run's checkpoints and results and start over (the decoded images in RUN/store are reused).")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @handle_errors
 def run_command(recipe, out, fresh, no_progress, **_):

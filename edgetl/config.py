@@ -106,6 +106,9 @@ class ModelConfig:
             _check_range("size", self.size, 1, 4096)
 
 
+STRATEGIES = ("auto", "mirrored", "multiworker", "default")
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Two-stage transfer learning.
@@ -127,7 +130,9 @@ class TrainConfig:
       cache_features: stage 1 on cached features (True) or through the frozen
         backbone every epoch (False, slower, same result without augmentation).
       strategy: 'auto' (MirroredStrategy when several GPUs are visible),
-        'mirrored' or 'default'.
+        'mirrored' (the GPUs of this machine), 'multiworker'
+        (MultiWorkerMirroredStrategy over the machines the TF_CONFIG
+        environment variable names; run the same command on each) or 'default'.
       seed: seed of weights initialisation, dropout and augmentation.
     """
 
@@ -150,7 +155,7 @@ class TrainConfig:
         _check_range("fine_tune_learning_rate", self.fine_tune_learning_rate, 0.0, 10.0, low_open=True)
         _check_range("early_stopping_patience", self.early_stopping_patience, 0, 100000)
         _check_choice("lr_schedule", self.lr_schedule, ("cosine", "constant"))
-        _check_choice("strategy", self.strategy, ("auto", "mirrored", "default"))
+        _check_choice("strategy", self.strategy, STRATEGIES)
 
 
 def _check_range(name: str, value: Any, low: float, high: float, low_open: bool = False) -> None:

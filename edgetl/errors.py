@@ -41,6 +41,10 @@ class RunDirError(EdgetlError):
     """A run directory lacks what a stage needs."""
 
 
+class StoreError(EdgetlError):
+    """The decoded image store of a run cannot be written or read (full disk, damaged row)."""
+
+
 class ExportError(EdgetlError):
     """Quantization or TFLite conversion failed."""
 

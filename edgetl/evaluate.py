@@ -9,7 +9,7 @@ import os
 import time
 import unicodedata
 from pathlib import Path
-from typing import Any, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -205,15 +205,16 @@ def _batches(paths: Sequence[str], size: int) -> Iterator[Sequence[int]]:
         yield range(start, min(start + size, len(paths)))
 
 
-def _decoded(classifier: Classifier, paths: Sequence[str], batch: int,
-             workers: int) -> Iterator[Tuple[List[int], np.ndarray, List[SkippedFile]]]:
+def _decoded(classifier: Classifier, paths: Sequence[str], batch: int, workers: int,
+             load: Optional[Callable[[str], np.ndarray]] = None) -> Iterator[Tuple[List[int], np.ndarray, List[SkippedFile]]]:
     """Decodes batches of images in a thread pool, a bounded number of batches ahead of inference."""
+    load = load or classifier.load
 
     def decode(indices: Sequence[int]):
         kept, arrays, skipped = [], [], []
         for index in indices:
             try:
-                arrays.append(classifier.load(paths[index]))
+                arrays.append(load(paths[index]))
                 kept.append(index)
             except ImageReadError as e:
                 skipped.append(SkippedFile(paths[index], e.reason))
@@ -289,7 +290,7 @@ def evaluate(model: str, data: str, config: EvalConfig = EvalConfig()) -> EvalRe
 
 
 def evaluate_split(model: str, paths: Sequence[str], labels: Sequence[int], class_names: Sequence[str],
-                   config: EvalConfig = EvalConfig(), name: str = "validation split") -> EvalResult:
+                   config: EvalConfig = EvalConfig(), name: str = "validation split", store=None) -> EvalResult:
     """Accuracy of a ``.tflite`` on a list of images, e.g. the validation split a run recorded.
 
     ``class_names[labels[i]]`` is the true class of ``paths[i]``; class names
@@ -302,6 +303,9 @@ def evaluate_split(model: str, paths: Sequence[str], labels: Sequence[int], clas
       class_names: the classes, e.g. a run's ``dataset.json`` class names.
       config: options (``labels_file`` overrides the card's labels).
       name: what the images are, shown as the result's ``data``.
+      store: a run's decoded store (``edgetl.data.store.ImageStore``): images
+        it holds at the model's input size are read from it, not decoded again
+        (same pixels: the store decodes with ``images.load_image``).
 
     Raises:
       DatasetError: no images, or a class name matching no label of the model.
@@ -324,13 +328,18 @@ def evaluate_split(model: str, paths: Sequence[str], labels: Sequence[int], clas
             raise DatasetError(f"Class '{class_name}' matches none of the labels of '{model}'; "
                                f"was it exported from another run?{suggest(class_name, [l for l in classifier.labels if l])}")
         class_index.append(index)
+    load = None
+    if store is not None and classifier.transform.size == (store.size, store.size):
+        def load(path: str) -> np.ndarray:
+            entry = store.entries.get(os.path.abspath(path))
+            return store.load(path) if entry is not None and entry.row >= 0 else classifier.load(path)
     return _evaluate_items(classifier, model, name, list(paths), list(labels), list(class_names), class_index, [],
-                           config, start)
+                           config, start, load)
 
 
 def _evaluate_items(classifier: Classifier, model: str, data: str, paths: Sequence[str], labels: Sequence[int],
                     class_names: Sequence[str], class_index: Sequence[int], skipped: List[SkippedFile],
-                    config: EvalConfig, start: float) -> EvalResult:
+                    config: EvalConfig, start: float, load: Optional[Callable[[str], np.ndarray]] = None) -> EvalResult:
     """The shared loop: decode ahead in threads, run in batches, count top-1/top-k and the confusion matrix."""
     column_of = {label_index: column for column, label_index in enumerate(class_index)}
     has_other = len(set(class_index)) < classifier.num_classes
@@ -341,7 +350,7 @@ def _evaluate_items(classifier: Classifier, model: str, data: str, paths: Sequen
     predictions = np.full(len(paths), -1, dtype=np.int64)
     batch = config.batch_size if classifier.max_batch is None else max(classifier.max_batch, 1)
     workers = config.decode_workers or min(8, os.cpu_count() or 1)
-    batches = _decoded(classifier, paths, batch, workers)
+    batches = _decoded(classifier, paths, batch, workers, load)
     if config.progress:
         from tqdm import tqdm
 

@@ -838,16 +838,10 @@ class QATResult:
         return "\n".join(lines)
 
 
-def _image_batches(paths: Sequence[str], size: int, batch_size: int, limit: int) -> List[np.ndarray]:
-    from edgetl.images import ImageReadError, load_image
-
-    images = []
-    for path in paths[:limit]:
-        try:
-            images.append(load_image(path, size))
-        except ImageReadError:
-            continue
-    return [np.stack(images[i:i + batch_size]).astype(np.float32) for i in range(0, len(images), batch_size)]
+def _image_batches(store, rows: Sequence[int], batch_size: int, limit: int) -> List[np.ndarray]:
+    """The first ``limit`` rows of the decoded store as float32 batches (activation-range calibration)."""
+    rows = list(rows)[:limit]
+    return [store.read(rows[i:i + batch_size]).astype(np.float32) for i in range(0, len(rows), batch_size)]
 
 
 def _accuracy(model, dataset) -> float:
@@ -911,7 +905,8 @@ def quantize_aware_finetune(
       >>> result = quantize_aware_finetune("runs/flowers", QATConfig(epochs=2))
       >>> print(result.summary())
     """
-    from edgetl.data.pipeline import make_dataset
+    from edgetl.data.pipeline import store_dataset
+    from edgetl.data.store import open_run_store
 
     config = config or QATConfig()
     started = time.perf_counter()
@@ -926,6 +921,18 @@ def quantize_aware_finetune(
             "Re-run 'edgetl train' on a folder with images."
         )
     size = int(model.input_shape[1] or dataset.image_size)
+    val_paths, val_labels = dataset.paths_labels("val")
+    # The run's decoded store: the images training decoded are read, not decoded again.
+    store = open_run_store(run_paths.root if run_paths is not None else None, size, list(train_paths) + list(val_paths),
+                           progress=progress, echo=echo)
+    train_rows, train_row_labels, missing = store.usable(train_paths, train_labels)
+    val_rows, val_row_labels, missing_val = store.usable(val_paths, val_labels)
+    if missing or missing_val:
+        echo(f"{len(missing) + len(missing_val)} image(s) of the run's split cannot be read any more (e.g. "
+             f"'{(missing + missing_val)[0]}'); QAT goes on without them.")
+    if not len(train_rows):
+        raise ExportError(f"QAT needs training images, but none of the {len(train_paths)} of the run's split can be "
+                          f"read now. Re-run 'edgetl train' on the folder as it is.")
     # Same seed, same QAT model: without op determinism, parallel tf.data augmentation and
     # multi-threaded reductions make every run differ, by more than the accuracy goals of QAT.
     with _op_determinism(config.deterministic):
@@ -934,18 +941,18 @@ def quantize_aware_finetune(
         qat_model, notes = quantize(model)
         for note in notes:
             echo(f"  rewrite: {note}")
-        calibration = _image_batches(list(train_paths), size, config.batch_size, config.calibration_batches * config.batch_size)
+        calibration = _image_batches(store, train_rows, config.batch_size, config.calibration_batches * config.batch_size)
         calibrated = calibrate_ranges(qat_model, calibration) if config.calibration_batches else 0
         echo(f"Calibrated {calibrated} activation ranges on {sum(len(b) for b in calibration)} training images.")
 
         from edgetl.config import AugmentConfig
 
         augment = AugmentConfig() if config.augment else None
-        train_ds = make_dataset(train_paths, train_labels, size, config.batch_size, shuffle=True, seed=config.seed, augment=augment)
-        val_paths, val_labels = dataset.paths_labels("val")
-        val_ds = make_dataset(val_paths, val_labels, size, config.batch_size) if val_paths else None
+        train_ds = store_dataset(store, train_rows, train_row_labels, config.batch_size, shuffle=True, seed=config.seed,
+                                 augment=augment)
+        val_ds = store_dataset(store, val_rows, val_row_labels, config.batch_size) if len(val_rows) else None
 
-        steps_per_epoch = config.steps_per_epoch or max(1, -(-len(train_paths) // config.batch_size))
+        steps_per_epoch = config.steps_per_epoch or max(1, -(-len(train_rows) // config.batch_size))
         trainer = _Distiller(qat_model, model, config.distillation) if config.distillation else qat_model
         trainer.compile(
             optimizer=keras.optimizers.Adam(config.learning_rate),
@@ -969,7 +976,7 @@ def quantize_aware_finetune(
     result = QATResult(
         float_accuracy=float_accuracy,
         qat_accuracy=qat_accuracy,
-        val_images=len(val_paths),
+        val_images=len(val_rows),
         epochs=config.epochs,
         steps=config.epochs * steps_per_epoch,
         calibrated_ranges=calibrated,

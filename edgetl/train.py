@@ -6,6 +6,24 @@ which gives the same head as fitting through the frozen backbone every epoch at
 a fraction of the cost. Stage 2 unfreezes the top layers (BatchNorm stays
 frozen) and trains on augmented images at a lower learning rate. Every epoch is
 checkpointed; running the same command again resumes where it stopped.
+
+Images are read from the run's decoded store (``edgetl.data.store``): each
+file is decoded once, the scan's validation included, and both stages read
+rows from disk, so memory does not grow with the folder. The data's identity
+(class list, every file's content digest, the decode settings) is recorded
+with the checkpoints; resuming happens only when it matches, otherwise the
+run starts over with one line naming what changed (a checkpoint of other
+classes would not even load: ``Shape mismatch``).
+
+Several machines: with ``strategy='multiworker'`` every worker runs this same
+function under ``tf.distribute.MultiWorkerMirroredStrategy`` (configured by
+``TF_CONFIG``). Only the chief writes the run directory; the other workers
+keep their store, logs and weights in a temporary folder that is removed at
+the end, as the Keras multi-worker guide recommends for checkpoints (or in
+``$EDGETL_WORKER_DIR``, kept, when that is set). Their
+stage decisions (resume, skip stage 1) read the chief's run directory, as
+Keras' BackupAndRestore does, so resuming needs the run directory at the same
+path on every worker (a shared filesystem).
 """
 
 from __future__ import annotations
@@ -16,18 +34,22 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from edgetl import __version__
 from edgetl._atomic import atomic_path, write_json, write_text
 from edgetl.config import DataConfig, ModelConfig, TrainConfig, dump_yaml, load_yaml, to_dict
-from edgetl.data.folder import ImageFolder, scan_folder
-from edgetl.data.pipeline import decode_images, fits_in_memory, make_dataset
+from edgetl.data.folder import ImageFolder, keep_usable, scan_candidates, scan_folder
+from edgetl.data.identity import DataIdentity, data_identity, describe_changes, recorded_identity, store_digests
+from edgetl.data.pipeline import store_dataset
 from edgetl.data.split import Splits, class_weights, split_folder
+from edgetl.data.store import ImageStore, store_folder
+from edgetl.cluster import WorkerRole, worker_role
 from edgetl.errors import ConfigError
 from edgetl.metrics import classification_metrics
 from edgetl.model import head as head_lib
@@ -119,20 +141,56 @@ class _Progress(keras.callbacks.Callback):
 
 
 def get_strategy(name: str):
-    """The tf.distribute strategy for ``name`` ('auto', 'mirrored' or 'default')."""
+    """The tf.distribute strategy for ``name``.
+
+    'auto': MirroredStrategy when several GPUs are visible, else the default;
+    'mirrored': MirroredStrategy over this machine's GPUs (or its CPU);
+    'multiworker': MultiWorkerMirroredStrategy over the machines ``TF_CONFIG`` names;
+    'default': no distribution.
+    """
+    if name == "multiworker":
+        worker_role(name)  # a clear line instead of TensorFlow's own error when TF_CONFIG is wrong
+        return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "mirrored" or (name == "auto" and len(tf.config.list_physical_devices("GPU")) > 1):
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
 
 
-def load_splits(config: DataConfig, progress: bool = True) -> Splits:
-    """Scans the folder(s) and returns the train/validation split."""
+def load_splits(config: DataConfig, progress: bool = True, store: Optional[ImageStore] = None) -> Splits:
+    """Scans the folder(s) and returns the train/validation split.
+
+    With ``store``, every candidate file is decoded once into it (the decode is
+    also the validation: an undecodable file is skipped with its reason) and
+    entries of files no longer in the folders are dropped from it. Without, the
+    scan decodes a small draft of each file only to validate it.
+    """
+    if store is not None:
+        return _load_data(config, store, progress)[0]
     train_folder = scan_folder(config.path, min_images_per_class=config.min_images_per_class, progress=progress)
     if config.val_path:
         val_folder = scan_folder(config.val_path, class_names=train_folder.class_names, min_images_per_class=1, progress=progress)
         return Splits(train_folder, val_folder)
+    return _split(config, train_folder)
+
+
+def _split(config: DataConfig, train_folder: ImageFolder) -> Splits:
     splits = split_folder(train_folder, config.val_fraction, config.seed)
     return Splits(dataclasses.replace(splits.train, skipped=train_folder.skipped), splits.val)
+
+
+def _load_data(config: DataConfig, store: ImageStore, progress: bool) -> Tuple[Splits, DataIdentity]:
+    """The split, with every image in ``store``, and the identity of the folder(s) (as ``current_identity``)."""
+    train_candidates = scan_candidates(config.path)
+    folders = [train_candidates]
+    if config.val_path:
+        folders.append(scan_candidates(config.val_path, class_names=train_candidates.class_names))
+    every = [path for folder in folders for path in folder.paths]
+    reasons = store.update(every, progress=progress, prune=True, desc="decoding images (once per run)")
+    identity = data_identity(folders, store_digests(store), store.size)
+    train_folder = keep_usable(train_candidates, reasons[:len(train_candidates)], config.min_images_per_class)
+    if config.val_path:
+        return Splits(train_folder, keep_usable(folders[1], reasons[len(train_candidates):], 1)), identity
+    return _split(config, train_folder), identity
 
 
 def _check_resumable(paths: RunPaths, sections: Dict[str, object]) -> None:
@@ -181,14 +239,18 @@ class _AtomicCheckpoint(keras.callbacks.ModelCheckpoint):
             super()._save_handler(str(tmp))
 
 
-def _callbacks(paths: RunPaths, stage: str, config: TrainConfig, best_path: Path, echo, initial_best: Optional[float]):
+def _callbacks(paths: RunPaths, work: RunPaths, stage: str, config: TrainConfig, best_path: Path, echo,
+               initial_best: Optional[float]):
+    """Keras callbacks of a stage; ``paths`` is the run directory, ``work`` where this worker writes."""
     callbacks = [
+        # Every worker names the chief's backup folder: Keras restores all of them from it and sends the
+        # other workers' writes to temporary sub-folders it deletes (tf_keras worker_training_state).
         keras.callbacks.BackupAndRestore(str(paths.checkpoints / f"{stage}_backup")),
         _AtomicCheckpoint(
             str(best_path), monitor="val_accuracy", mode="max", save_best_only=True, save_weights_only=True,
             initial_value_threshold=initial_best,
         ),
-        keras.callbacks.CSVLogger(str(paths.logs / f"{stage}_history.csv"), append=True),
+        keras.callbacks.CSVLogger(str(work.logs / f"{stage}_history.csv"), append=True),
         _Progress(stage, echo),
     ]
     if config.early_stopping_patience:
@@ -196,27 +258,83 @@ def _callbacks(paths: RunPaths, stage: str, config: TrainConfig, best_path: Path
     return callbacks
 
 
-def _extract_features(model, dataset, cache_file: Path, count: int, echo) -> np.ndarray:
-    """Pooled backbone features of un-augmented images, cached on disk for resumes."""
+def _predict_batches(model, dataset, steps: int, desc: str) -> np.ndarray:
+    """``model`` on every batch of ``dataset``, concatenated (float32 numpy).
+
+    A compiled loop in this process rather than ``Model.predict``: under a
+    multi-worker strategy every worker computes the same un-augmented outputs
+    locally, with no collective op to keep in step.
+    """
+    from tqdm import tqdm
+
+    infer = tf.function(lambda images: model(images, training=False), reduce_retracing=True)
+    outputs = [infer(images).numpy() for images, _ in tqdm(dataset, total=steps, desc=desc, unit="batch",
+                                                           leave=False, disable=None)]
+    if not outputs:
+        return np.zeros((0,) + tuple(model.output_shape[1:]), np.float32)
+    return np.concatenate(outputs)
+
+
+def _barrier(strategy) -> None:
+    """Waits until every worker gets here (a one-number all-reduce); a no-op without multi-worker.
+
+    After ``fit``, the chief has written its best checkpoint (ModelCheckpoint saves in
+    ``on_epoch_end``, before ``fit`` returns); past the barrier every worker sees it
+    and takes the same branch, so their later collective ops pair up.
+    """
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(tf.function(lambda: tf.constant(1.0))), axis=None)
+
+
+def _local_copy(model, strategy):
+    """``model`` as an ordinary model of this process, for inference under a multi-worker strategy.
+
+    Reading a BatchNorm moving statistic (an ON_READ variable) under
+    MultiWorkerMirroredStrategy is a collective op across workers; inside a
+    traced inference loop the workers' collectives can pair up in different
+    orders and abort ("Shape mismatch in the collective instance"). So every
+    worker copies the weights once, layer by layer in one eager order (each read
+    an all-reduce all workers join), into a clone outside the strategy, and
+    predicts and saves with that clone. Without multi-worker: ``model`` itself.
+    """
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return model
+    clone = keras.models.clone_model(model)
+    for layer in model.layers:
+        weights = layer.get_weights()
+        if weights:
+            clone.get_layer(layer.name).set_weights(weights)
+    for layer in model.layers:
+        clone.get_layer(layer.name).trainable = layer.trainable
+    return clone
+
+
+def _extract_features(model, dataset, cache_file: Path, count: int, echo, steps: int = 0) -> np.ndarray:
+    """Pooled backbone features of un-augmented images, cached on disk for resumes (N x channels float32)."""
     if cache_file.is_file():
         features = np.load(cache_file)
         if features.shape[0] == count:
             return features
     echo(f"computing backbone features once for {count} images ...")
-    features = head_lib.feature_extractor(model).predict(dataset, verbose=0)
+    features = _predict_batches(head_lib.feature_extractor(model), dataset, steps, "backbone features")
     with atomic_path(cache_file, suffix=".npy") as tmp:
         np.save(tmp, features)
     return features
 
 
-def _train_head(model, splits, datasets, data: DataConfig, config: TrainConfig, paths: RunPaths, weights_by_class, echo):
+def _train_head(model, splits, datasets, data: DataConfig, config: TrainConfig, paths: RunPaths, work: RunPaths,
+                weights_by_class, echo, strategy=None):
     """Stage 1: the head alone, on cached features or through the frozen backbone."""
-    best_path = paths.checkpoints / f"{STAGE1}_best.h5"
-    callbacks = _callbacks(paths, STAGE1, config, best_path, echo, _best_from_csv(paths.logs / f"{STAGE1}_history.csv"))
+    best_path = work.checkpoints / f"{STAGE1}_best.h5"
+    callbacks = _callbacks(paths, work, STAGE1, config, best_path, echo, _best_from_csv(paths.logs / f"{STAGE1}_history.csv"))
     optimizer = keras.optimizers.Adam(config.learning_rate)
     if config.cache_features:
-        train_features = _extract_features(model, datasets["train_plain"], paths.checkpoints / "features_train.npy", len(splits.train), echo)
-        val_features = _extract_features(model, datasets["val"], paths.checkpoints / "features_val.npy", len(splits.val), echo)
+        steps = -(-len(splits.train) // data.batch_size)
+        local = _local_copy(model, strategy)
+        train_features = _extract_features(local, datasets["train_plain"], work.checkpoints / "features_train.npy",
+                                           len(splits.train), echo, steps)
+        val_features = _extract_features(local, datasets["val"], work.checkpoints / "features_val.npy", len(splits.val),
+                                         echo, -(-len(splits.val) // data.batch_size))
         trainable = head_lib.head_model(model)
         trainable.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         trainable.fit(
@@ -231,11 +349,14 @@ def _train_head(model, splits, datasets, data: DataConfig, config: TrainConfig, 
             datasets["train_shuffled"], epochs=config.epochs, validation_data=datasets["val"],
             class_weight=weights_by_class or None, callbacks=callbacks, verbose=0,
         )
-    if best_path.is_file():
-        trainable.load_weights(str(best_path))
+    _barrier(strategy)
+    best = paths.checkpoints / best_path.name  # the chief's: every worker loads the same weights
+    if best.is_file():
+        trainable.load_weights(str(best))
 
 
-def _fine_tune(model, datasets, config: TrainConfig, paths: RunPaths, weights_by_class, echo, stage1_best: Optional[float]) -> bool:
+def _fine_tune(model, datasets, config: TrainConfig, paths: RunPaths, work: RunPaths, weights_by_class, echo,
+               stage1_best: Optional[float], strategy=None) -> bool:
     """Stage 2: unfreeze the top layers and train on augmented images.
 
     Returns:
@@ -248,28 +369,38 @@ def _fine_tune(model, datasets, config: TrainConfig, paths: RunPaths, weights_by
     if config.lr_schedule == "cosine":
         learning_rate = keras.optimizers.schedules.CosineDecay(config.fine_tune_learning_rate, max(steps, 1))
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    best_path = paths.checkpoints / f"{STAGE2}_best.h5"
+    best_path = work.checkpoints / f"{STAGE2}_best.h5"
     initial = _best_from_csv(paths.logs / f"{STAGE2}_history.csv")
     initial = max(v for v in (initial, stage1_best, 0.0) if v is not None)
-    callbacks = _callbacks(paths, STAGE2, config, best_path, echo, initial)
-    callbacks.append(keras.callbacks.TensorBoard(str(paths.logs / "tensorboard"), profile_batch=0, write_graph=False))
+    callbacks = _callbacks(paths, work, STAGE2, config, best_path, echo, initial)
+    callbacks.append(keras.callbacks.TensorBoard(str(work.logs / "tensorboard"), profile_batch=0, write_graph=False))
     model.fit(
         datasets["train"], epochs=config.fine_tune_epochs, validation_data=datasets["val"],
         class_weight=weights_by_class or None, callbacks=callbacks, verbose=0,
     )
-    if best_path.is_file():
-        model.load_weights(str(best_path))
+    _barrier(strategy)
+    best = paths.checkpoints / best_path.name  # the chief's: every worker loads the same weights
+    if best.is_file():
+        model.load_weights(str(best))
         return True
     return False
 
 
 def _read_state(paths: RunPaths) -> Dict[str, object]:
     state_file = paths.checkpoints / "state.json"
-    return json.loads(state_file.read_text()) if state_file.is_file() else {}
+    try:
+        return json.loads(state_file.read_text()) if state_file.is_file() else {}
+    except ValueError:
+        return {}  # damaged: treated as no record, so the data check below starts over
 
 
 def _write_state(paths: RunPaths, state: Dict[str, object]) -> None:
     write_json(paths.checkpoints / "state.json", state)
+
+
+def _has_checkpoints(paths: RunPaths) -> bool:
+    return paths.checkpoints.is_dir() and any(
+        p.name != "state.json" for p in paths.checkpoints.iterdir())
 
 
 def train(
@@ -285,16 +416,19 @@ def train(
     Args:
       data: the folder, split, batching and augmentation.
       model: backbone, width, size, weights and head.
-      train_config: epochs, learning rates, fine-tuning depth, seed.
-      out: run directory; an existing one with checkpoints is resumed.
-      fresh: delete checkpoints in ``out`` and start over.
+      train_config: epochs, learning rates, fine-tuning depth, seed, strategy.
+      out: run directory; an existing one with checkpoints is resumed when its
+        data (class list and every image's content) is unchanged, and started
+        over, with a line naming what changed, when not.
+      fresh: delete checkpoints in ``out`` and start over (the decoded store is
+        kept: it is keyed by each file's content and the decode settings).
       echo: where progress lines go (``click.echo`` in the CLI).
 
     Returns:
       TrainResult with the validation metrics and artifact paths.
 
     Raises:
-      DatasetError, ConfigError, WeightsError, UnknownBackboneError.
+      DatasetError, ConfigError, WeightsError, UnknownBackboneError, StoreError.
 
     Example:
       >>> result = train(DataConfig(path="data/flowers"),
@@ -304,8 +438,31 @@ def train(
     """
     paths = RunPaths.of(out)
     sections = {"data": data, "model": model, "train": train_config}
+    role = worker_role(train_config.strategy)
+    # MultiWorkerMirroredStrategy must exist before other TensorFlow work starts in this process.
+    strategy = get_strategy(train_config.strategy)
     resolved = head_lib.resolve(model)  # bad backbone/alpha/weights fail before the scan
-    if fresh:
+    temporary = None
+    if role.chief:
+        work = paths
+    elif os.environ.get("EDGETL_WORKER_DIR"):
+        work = RunPaths.of(os.environ["EDGETL_WORKER_DIR"])  # kept, e.g. to compare a worker's weights with the chief's
+        echo(f"{role.task} of {role.workers} workers: the chief writes {paths.root}; this worker writes {work.root}")
+    else:
+        temporary = tempfile.mkdtemp(prefix=f"edgetl-{role.task.replace(':', '-')}-")
+        work = RunPaths.of(temporary)
+        echo(f"{role.task} of {role.workers} workers: the chief writes {paths.root}; this worker keeps its files in "
+             f"{temporary} until training ends")
+    try:
+        return _train(data, model, train_config, paths, work, role, strategy, resolved, sections, fresh, echo)
+    finally:
+        if temporary is not None:
+            shutil.rmtree(temporary, ignore_errors=True)
+
+
+def _train(data: DataConfig, model: ModelConfig, train_config: TrainConfig, paths: RunPaths, work: RunPaths,
+           role: WorkerRole, strategy, resolved, sections, fresh: bool, echo) -> TrainResult:
+    if fresh and role.chief:
         for stale in (paths.checkpoints, paths.logs):
             shutil.rmtree(stale, ignore_errors=True)
         paths.config.unlink(missing_ok=True)
@@ -315,26 +472,45 @@ def train(
         echo("note: --weights none starts from random weights. A frozen random backbone gives almost constant "
              "features, so expect near-chance accuracy unless you have lots of data and fine-tune everything "
              "(--fine-tune-layers -1). Use --weights imagenet for transfer learning.")
-    splits = load_splits(data)
+    size = resolved.size
+    for folder in (work.root, work.checkpoints, work.logs, work.plots):
+        folder.mkdir(parents=True, exist_ok=True)
+    store = ImageStore(store_folder(work.root, size), size, echo=echo)
+    splits, identity = _load_data(data, store, progress=True)
     echo(splits.train.summary() if not data.val_path else f"{splits.train.summary()}\n{splits.val.summary()}")
     echo(f"split: {len(splits.train)} train / {len(splits.val)} val images (seed {data.seed})")
     small = split_size_note(len(splits.val), splits.val.counts())
     if small:
         echo(f"note: {small}")
-    for folder in (paths.root, paths.checkpoints, paths.logs, paths.plots):
-        folder.mkdir(parents=True, exist_ok=True)
-    write_text(paths.config, dump_yaml({**sections, "edgetl_version": __version__}))
+
+    # Resume only from checkpoints of this very data: other classes would not even load (shape
+    # mismatch), other images would give a model that matches no dataset.json. Every worker decides
+    # from the chief's run directory, so all of them resume or start over together.
+    state = {} if fresh else _read_state(paths)  # fresh: the chief deleted it, maybe not yet when a worker reads
+    if (state or _has_checkpoints(paths)) and state.get("data") != identity.key:
+        what = describe_changes(recorded_identity(paths), identity)
+        echo(f"data changed since the checkpoints in {paths.checkpoints} were written: {what}. "
+             f"Training starts over on the data as it is now.")
+        if role.chief:
+            for stale in (paths.checkpoints, paths.logs):
+                shutil.rmtree(stale, ignore_errors=True)
+            for folder in (paths.checkpoints, paths.logs):
+                folder.mkdir(parents=True, exist_ok=True)
+        state = {}
+    resumed = any(key != "data" for key in state) or _has_checkpoints(paths)
+    state["data"] = identity.key
+    write_text(work.config, dump_yaml({**sections, "edgetl_version": __version__}))
     record = DatasetRecord(
-        tuple(splits.class_names), resolved.size,
+        tuple(splits.class_names), size,
         # Absolute paths: qat and export read this file from any working directory.
         tuple(zip(map(os.path.abspath, splits.train.paths), splits.train.labels)),
         tuple(zip(map(os.path.abspath, splits.val.paths), splits.val.labels)),
     )
-    write_json(paths.dataset, {**record.to_dict(), "skipped": [dataclasses.asdict(s) for s in _all_skipped(splits)]})
-    write_text(paths.labels, labels_text(list(splits.class_names)))
+    write_json(work.dataset, {**record.to_dict(), "skipped": [dataclasses.asdict(s) for s in _all_skipped(splits)],
+                              "identity": identity.to_dict()})
+    write_text(work.labels, labels_text(list(splits.class_names)))
+    _write_state(work, state)
 
-    state = _read_state(paths)
-    resumed = bool(state) or any(paths.checkpoints.glob("*_backup"))
     if resumed:
         echo(f"resuming from checkpoints in {paths.checkpoints}")
     keras.utils.set_random_seed(train_config.seed)
@@ -342,49 +518,48 @@ def train(
     if weights_by_class:
         echo("class weights: " + ", ".join(f"{splits.class_names[i]}={w:.2f}" for i, w in weights_by_class.items()))
 
-    size = resolved.size
-    train_images, val_images = splits.train.paths, splits.val.paths
-    if fits_in_memory(len(splits.train) + len(splits.val), size):
-        # One decode shared by every dataset below (and both stages).
-        train_images = decode_images(splits.train.paths, size, progress=True, desc="decoding train")
-        val_images = decode_images(splits.val.paths, size, progress=True, desc="decoding val")
+    train_rows, val_rows = store.rows(splits.train.paths), store.rows(splits.val.paths)
+    shard = "data" if role.workers > 1 else None
     datasets = {
-        "train_plain": make_dataset(train_images, splits.train.labels, size, data.batch_size),
-        "train_shuffled": make_dataset(train_images, splits.train.labels, size, data.batch_size, shuffle=True, seed=data.seed),
-        "train": make_dataset(train_images, splits.train.labels, size, data.batch_size, shuffle=True,
-                              seed=data.seed, augment=data.augment),
-        "val": make_dataset(val_images, splits.val.labels, size, data.batch_size),
+        "train_plain": store_dataset(store, train_rows, splits.train.labels, data.batch_size),
+        "train_shuffled": store_dataset(store, train_rows, splits.train.labels, data.batch_size, shuffle=True,
+                                        seed=data.seed, shard_policy=shard),
+        "train": store_dataset(store, train_rows, splits.train.labels, data.batch_size, shuffle=True,
+                               seed=data.seed, augment=data.augment, shard_policy=shard),
+        "val": store_dataset(store, val_rows, splits.val.labels, data.batch_size, shard_policy=shard),
     }
-    strategy = get_strategy(train_config.strategy)
     with strategy.scope():
         classifier = head_lib.build_classifier(model, len(splits.class_names))
 
     stage_seconds: Dict[str, float] = {}
-    stage1_weights = paths.checkpoints / f"{STAGE1}_final.h5"
+    # Written to this worker's folder; read back from the chief's when a stage is skipped, so every
+    # worker takes the same branch.
+    stage1_weights = work.checkpoints / f"{STAGE1}_final.h5"
     if train_config.epochs > 0:
-        if state.get(STAGE1) == "done" and stage1_weights.is_file():
-            classifier.load_weights(str(stage1_weights))
+        if state.get(STAGE1) == "done" and (paths.checkpoints / stage1_weights.name).is_file():
+            classifier.load_weights(str(paths.checkpoints / stage1_weights.name))
         else:
             started = time.perf_counter()
             with strategy.scope():
-                _train_head(classifier, splits, datasets, data, train_config, paths, weights_by_class, echo)
+                _train_head(classifier, splits, datasets, data, train_config, paths, work, weights_by_class, echo, strategy)
             with atomic_path(stage1_weights, suffix=".h5") as tmp:
                 classifier.save_weights(str(tmp))
             state[STAGE1] = "done"
-            _write_state(paths, state)
+            _write_state(work, state)
             stage_seconds[STAGE1] = time.perf_counter() - started
 
     if train_config.fine_tune_epochs > 0 and train_config.fine_tune_layers != 0 and state.get(STAGE2) != "done":
         started = time.perf_counter()
         with strategy.scope():
-            improved = _fine_tune(classifier, datasets, train_config, paths, weights_by_class, echo,
-                                  _best_from_csv(paths.logs / f"{STAGE1}_history.csv"))
-        if not improved and stage1_weights.is_file():
+            improved = _fine_tune(classifier, datasets, train_config, paths, work, weights_by_class, echo,
+                                  _best_from_csv(paths.logs / f"{STAGE1}_history.csv"), strategy)
+        stage1_file = stage1_weights if stage1_weights.is_file() else paths.checkpoints / stage1_weights.name
+        if not improved and stage1_file.is_file():
             echo("fine-tuning did not beat the head-only validation accuracy; keeping the stage-1 weights")
             head_lib.set_fine_tune(classifier, 0)
-            classifier.load_weights(str(stage1_weights))
+            classifier.load_weights(str(stage1_file))
         state[STAGE2] = "done"
-        _write_state(paths, state)
+        _write_state(work, state)
         stage_seconds[STAGE2] = time.perf_counter() - started
     elif state.get(STAGE2) == "done":
         best = paths.checkpoints / f"{STAGE2}_best.h5"
@@ -392,19 +567,20 @@ def train(
             head_lib.set_fine_tune(classifier, train_config.fine_tune_layers)
             classifier.load_weights(str(best))
 
-    scores = classifier.predict(datasets["val"], verbose=0)
+    classifier = _local_copy(classifier, strategy)
+    scores = _predict_batches(classifier, datasets["val"], -(-len(splits.val) // data.batch_size), "validation")
     metrics = classification_metrics(splits.val.labels, scores, splits.class_names)
     classifier.trainable = False
-    with atomic_path(paths.model, suffix=".keras") as tmp:
+    with atomic_path(work.model, suffix=".keras") as tmp:
         classifier.save(str(tmp))
-    history = {stage: _history_from_csv(paths.logs / f"{stage}_history.csv") for stage in (STAGE1, STAGE2)}
+    history = {stage: _history_from_csv(work.logs / f"{stage}_history.csv") for stage in (STAGE1, STAGE2)}
     history = {stage: values for stage, values in history.items() if values}
 
     from edgetl.plots import plot_confusion_matrix, plot_training_curves
 
     if history:
-        plot_training_curves(history, paths.plots / "training_curves.png")
-    plot_confusion_matrix(metrics.confusion_matrix, splits.class_names, paths.plots / "confusion_matrix.png",
+        plot_training_curves(history, work.plots / "training_curves.png")
+    plot_confusion_matrix(metrics.confusion_matrix, splits.class_names, work.plots / "confusion_matrix.png",
                           title=f"validation, accuracy {metrics.accuracy:.3f}")
     result = TrainResult(
         run_dir=str(paths.root), model_path=str(paths.model), class_names=list(splits.class_names),
@@ -413,7 +589,7 @@ def train(
         weights=resolved.weights or "none", resumed=resumed, skipped_files=len(_all_skipped(splits)),
         val_predictions=[int(v) for v in np.argmax(scores, axis=1)],
     )
-    write_json(paths.train_result, dataclasses.asdict(result))
+    write_json(work.train_result, dataclasses.asdict(result))
     return result
 
 
@@ -421,4 +597,4 @@ def _all_skipped(splits: Splits):
     return tuple(splits.train.skipped) + tuple(splits.val.skipped)
 
 
-__all__ = ["train", "TrainResult", "load_splits", "get_strategy", "ImageFolder"]
+__all__ = ["train", "TrainResult", "load_splits", "get_strategy", "worker_role", "WorkerRole", "ImageFolder"]

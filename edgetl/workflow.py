@@ -5,7 +5,13 @@ a token that changes whenever it runs again. A stage is skipped when its key
 matches (settings and upstream tokens unchanged) and its outputs are on disk
 and intact (the exported files' sha256 included), so re-running the same
 command after a failure continues where it stopped and a finished run is only
-re-reported. TensorFlow is imported only by the stages that need it.
+re-reported. The training stage's key also holds the data's identity
+(``edgetl.data.identity``: class list, every image's content digest, decode
+settings), computed without decoding: added, removed or edited images and
+added or renamed classes retrain, and through the tokens every later stage
+runs again, with one line naming what changed. Other settings on a finished
+run are refused (``--fresh`` or another ``--out``). TensorFlow is imported only
+by the stages that need it.
 """
 
 from __future__ import annotations
@@ -56,13 +62,14 @@ class RunResult:
     Attributes:
       run_dir: the run directory.
       stages: one record per stage, in order.
-      report: the comparison report (also in report.md/.json/.csv).
+      report: the comparison report (also in report.md/.json/.csv); None on a
+        multi-worker run's non-chief worker, which only trains.
       files: the report files written.
     """
 
     run_dir: str
     stages: List[StageRecord]
-    report: Report
+    report: Optional[Report]
     files: List[str]
 
     def stage(self, name: str) -> StageRecord:
@@ -72,6 +79,8 @@ class RunResult:
     def summary(self) -> str:
         """Stage lines, then the report table and the recommendation."""
         lines = [f"{s.name:7} {s.status:8} {s.seconds:7.1f} s  {s.detail}" for s in self.stages]
+        if self.report is None:
+            return "\n".join(lines + ["", "This worker's part is done: the chief runs qat, export, eval, bench and report."])
         return "\n".join(lines + ["", self.report.format()])
 
 
@@ -254,7 +263,10 @@ def run_configs(configs: Mapping[str, Any], out: str, fresh: bool = False, echo:
     for note in check_plan(configs):
         echo(f"note: {note}")
     paths = RunPaths.of(out)
-    if fresh:
+    from edgetl.cluster import worker_role
+
+    role = worker_role(configs["train"].strategy)
+    if fresh and role.chief:
         for stale in (paths.qat, paths.export, paths.root / EVAL_DIR, paths.bench):
             shutil.rmtree(stale, ignore_errors=True)
         # An old report must not describe files that are gone if this run stops before its own report.
@@ -280,7 +292,19 @@ def run_configs(configs: Mapping[str, Any], out: str, fresh: bool = False, echo:
 
     # --- train -------------------------------------------------------------------------------------
     started = time.perf_counter()
-    if state.get("train").get("key") == keys["train"] and _train_outputs_ok(paths):
+    same_data = False
+    if not fresh and previous.get("key") == keys["train"] and _train_outputs_ok(paths):
+        from edgetl.data.identity import current_identity, describe_changes, recorded_identity
+        from edgetl.model.registry import get
+
+        model_config: ModelConfig = configs["model"]
+        size = get(model_config.backbone).resolve_size(model_config.size)
+        identity = current_identity(configs["data"].path, configs["data"].val_path, str(paths.root), size)
+        same_data = previous.get("data") == identity.key
+        if not same_data:
+            echo(f"data changed since {paths.root} was trained: {describe_changes(recorded_identity(paths), identity)}. "
+                 f"Training again, and every stage after it.")
+    if same_data:
         train_result = json.loads(paths.train_result.read_text(encoding="utf-8"))
         records.append(StageRecord("train", "skipped", 0.0, f"val accuracy {train_result['val_accuracy']:.2%} (already trained)"))
         header(1, "train", f"skipped, {paths.model} is there")
@@ -293,9 +317,20 @@ def run_configs(configs: Mapping[str, Any], out: str, fresh: bool = False, echo:
         from edgetl.train import train
 
         trained = train(configs["data"], configs["model"], configs["train"], out=str(paths.root), fresh=fresh, echo=echo)
-        state.done("train", keys["train"], time.perf_counter() - started)
-        records.append(StageRecord("train", "ran", time.perf_counter() - started,
-                                   f"val accuracy {trained.val_accuracy:.2%}" + (" (resumed)" if trained.resumed else "")))
+        if not role.chief:
+            records.append(StageRecord("train", "ran", time.perf_counter() - started, f"as {role.task}"))
+        else:
+            from edgetl.data.identity import recorded_identity
+
+            recorded = recorded_identity(paths)
+            state.done("train", keys["train"], time.perf_counter() - started, data=recorded.key if recorded else "")
+            records.append(StageRecord("train", "ran", time.perf_counter() - started,
+                                       f"val accuracy {trained.val_accuracy:.2%}" + (" (resumed)" if trained.resumed else "")))
+    if not role.chief:
+        # The chief trained the same model with this worker and runs every later stage, alone.
+        records.extend(StageRecord(name, "off", 0.0, "the chief's") for name in STAGES[1:])
+        return RunResult(str(paths.root), records, None, [])
+
     # The run's config.yaml holds every section, so it repeats this run as a recipe.
     write_text(paths.config, dump_yaml({**{name: configs[name] for name in defaults}, "edgetl_version": __version__}))
 
@@ -345,7 +380,11 @@ def run_configs(configs: Mapping[str, Any], out: str, fresh: bool = False, echo:
         record = paths.load_dataset()
         val_paths, val_labels = record.paths_labels("val")
         header(4, "eval", f"{len(manifest['models'])} files on {len(val_paths)} validation images")
-        accuracies = _evaluate_files(paths, manifest, val_paths, val_labels, record.class_names, progress, echo)
+        from edgetl.data.store import open_run_store
+
+        # The validation images training decoded: read from the run's store, not decoded again per file.
+        store = open_run_store(paths.root, record.image_size, val_paths, progress=progress, echo=echo)
+        accuracies = _evaluate_files(paths, manifest, val_paths, val_labels, record.class_names, progress, echo, store)
         state.done("eval", keys["eval"], time.perf_counter() - started)
         records.append(StageRecord("eval", "ran", time.perf_counter() - started,
                                    ", ".join(f"{v} {a:.2%}" for v, a in accuracies.items())))
@@ -388,14 +427,14 @@ def run_configs(configs: Mapping[str, Any], out: str, fresh: bool = False, echo:
 
 
 def _evaluate_files(paths: RunPaths, manifest: Dict[str, Any], val_paths, val_labels, class_names, progress: bool,
-                    echo) -> Dict[str, float]:
+                    echo, store=None) -> Dict[str, float]:
     from edgetl.evaluate import EvalConfig, evaluate_split
 
     accuracies = {}
     (paths.root / EVAL_DIR).mkdir(parents=True, exist_ok=True)
     for model in manifest["models"]:
         config = EvalConfig(top_k=min(5, len(class_names)), progress=progress)
-        result = evaluate_split(str(paths.export / model["name"]), val_paths, val_labels, class_names, config)
+        result = evaluate_split(str(paths.export / model["name"]), val_paths, val_labels, class_names, config, store=store)
         write_json(paths.root / EVAL_DIR / f"{model['variant']}.json", {"model_sha256": model["sha256"], **result.to_dict()})
         accuracies[model["variant"]] = result.top1
         echo(f"  {model['name']}: top-1 {result.top1:.2%} on {result.images} images")

@@ -91,7 +91,7 @@ def _walk_files(class_dir: Path, skipped: List[SkippedFile]) -> List[Path]:
     return found
 
 
-def _check_image(path: Path) -> Optional[str]:
+def _check_image(path: str) -> Optional[str]:
     try:
         open_rgb(path, draft_size=64)
     except ImageReadError as e:
@@ -109,6 +109,8 @@ def scan_folder(
     """Scans ``root/<class>/**/<image>`` and decodes every image once to validate it.
 
     Corrupt, truncated, empty and non-image files are skipped and listed, not fatal.
+    Training does not call this: it scans with ``scan_candidates`` and lets the
+    decoded store (``edgetl.data.store``) decode and validate each image once.
 
     Args:
       root: folder with one sub-folder per class.
@@ -129,6 +131,29 @@ def scan_folder(
     Example:
       >>> folder = scan_folder("data/flowers")
       >>> print(folder.summary())
+    """
+    candidates = scan_candidates(root, class_names)
+    reasons: List[Optional[str]] = [None] * len(candidates)
+    if verify and len(candidates):
+        with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
+            iterator = pool.map(_check_image, candidates.paths)
+            if progress:
+                from tqdm import tqdm
+
+                iterator = tqdm(iterator, total=len(candidates), desc="checking images", unit="img", leave=False, disable=None)
+            reasons = list(iterator)
+    return keep_usable(candidates, reasons, min_images_per_class)
+
+
+def scan_candidates(root: str, class_names: Optional[Sequence[str]] = None) -> ImageFolder:
+    """The layout checks of ``scan_folder`` and every file with an image extension, none decoded.
+
+    Returns:
+      An ImageFolder of candidate files; ``skipped`` lists files without an
+      image extension and unreadable folders.
+
+    Raises:
+      DatasetError: as ``scan_folder`` for the layout (not for image counts).
     """
     base = Path(root)
     if not base.exists():
@@ -170,33 +195,39 @@ def scan_folder(
         )
 
     skipped: List[SkippedFile] = []
-    candidates: List[Tuple[Path, int]] = []
+    paths: List[str] = []
+    labels: List[int] = []
     for label, class_dir in enumerate(class_dirs):
         for path in _walk_files(class_dir, skipped):
             if path.suffix.lower() in IMAGE_EXTENSIONS:
-                candidates.append((path, label))
+                paths.append(_display(path))
+                labels.append(label)
             else:
                 skipped.append(SkippedFile(_display(path), f"not an image extension ({path.suffix or 'none'})"))
+    return ImageFolder(str(root), tuple(paths), tuple(labels), names, tuple(skipped))
 
-    reasons: List[Optional[str]] = [None] * len(candidates)
-    if verify and candidates:
-        with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
-            iterator = pool.map(_check_image, [p for p, _ in candidates])
-            if progress:
-                from tqdm import tqdm
 
-                iterator = tqdm(iterator, total=len(candidates), desc="checking images", unit="img", leave=False, disable=None)
-            reasons = list(iterator)
+def keep_usable(candidates: ImageFolder, reasons: Sequence[Optional[str]], min_images_per_class: int = 2) -> ImageFolder:
+    """``candidates`` without the files whose reason is not None (listed as skipped), with the count checks.
 
+    Args:
+      candidates: from ``scan_candidates``.
+      reasons: per candidate, None when usable, else why not.
+      min_images_per_class: fewer usable images in any class is an error.
+
+    Raises:
+      DatasetError: no usable image, or a class with too few.
+    """
+    root = candidates.root
+    skipped = list(candidates.skipped)
     paths, labels = [], []
-    for (path, label), reason in zip(candidates, reasons):
+    for path, label, reason in zip(candidates.paths, candidates.labels, reasons):
         if reason is None:
-            paths.append(_display(path))
+            paths.append(path)
             labels.append(label)
         else:
-            skipped.append(SkippedFile(_display(path), reason))
-
-    folder = ImageFolder(str(root), tuple(paths), tuple(labels), names, tuple(skipped))
+            skipped.append(SkippedFile(path, reason))
+    folder = ImageFolder(str(root), tuple(paths), tuple(labels), candidates.class_names, tuple(skipped))
     if not paths:
         raise DatasetError(
             f"No usable images found under '{root}' ({len(skipped)} files skipped). "

@@ -2,7 +2,8 @@
 
 The images are decoded with ``edgetl.images.load_image``, the same Pillow
 decode and resize as training and the device, so the calibrated ranges are
-the ranges the device will see.
+the ranges the device will see. A run's own images are read from its decoded
+store (``edgetl.data.store``), where training put them: no second decode.
 """
 
 from __future__ import annotations
@@ -60,8 +61,15 @@ def calibration_items(dataset: Optional[DatasetRecord], calibration_dir: Optiona
     return list(dataset.train), "the run's training split"
 
 
-def load_images(paths: Sequence[str], size: int) -> Tuple[np.ndarray, List[str]]:
-    """Decodes ``paths`` to a ``(N, size, size, 3)`` uint8 array; unreadable files are skipped and returned."""
+def load_images(paths: Sequence[str], size: int, store=None) -> Tuple[np.ndarray, List[str]]:
+    """Decodes ``paths`` to a ``(N, size, size, 3)`` uint8 array; unreadable files are skipped and returned.
+
+    With ``store`` (an ``edgetl.data.store.ImageStore`` of ``size`` px, updated for
+    ``paths``), the stored rows are read instead of decoding the files.
+    """
+    if store is not None and store.size == size:
+        rows, _, skipped = store.usable(paths, [0] * len(paths))
+        return (store.read(rows) if len(rows) else np.zeros((0, size, size, 3), np.uint8)), [str(p) for p in skipped]
     images, skipped = [], []
     for path in paths:
         try:
@@ -79,6 +87,7 @@ def representative_images(
     count: int = 300,
     calibration_dir: Optional[str] = None,
     seed: int = 42,
+    store=None,
 ) -> np.ndarray:
     """Calibration images for full-integer quantization.
 
@@ -88,6 +97,8 @@ def representative_images(
       count: at most this many images.
       calibration_dir: use the images of this folder instead.
       seed: seed of the class-balanced sample.
+      store: the run's decoded store (``edgetl.data.store.ImageStore``); used
+        for the run's own images, not for ``calibration_dir``.
 
     Returns:
       ``uint8`` array ``(N, size, size, 3)``, N >= 1.
@@ -99,7 +110,7 @@ def representative_images(
       >>> images = representative_images(RunPaths.of("runs/x").load_dataset(), 224, 300)
     """
     items, source = calibration_items(dataset, calibration_dir)
-    images, skipped = load_images(sample_paths(items, count, seed), size)
+    images, skipped = load_images(sample_paths(items, count, seed), size, None if calibration_dir else store)
     if len(images) == 0:
         raise ExportError(
             f"int8 export needs calibration images, but {source} has {len(items)} image(s) and "

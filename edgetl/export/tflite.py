@@ -488,10 +488,16 @@ def _resolve_variants(config: ExportConfig, paths: RunPaths, echo) -> Tuple[str,
     return DEFAULT_VARIANTS
 
 
-def _verification_images(dataset: Optional[DatasetRecord], size: int, limit: int) -> Tuple[np.ndarray, np.ndarray]:
+def _verification_images(dataset: Optional[DatasetRecord], size: int, limit: int, store=None
+                         ) -> Tuple[np.ndarray, np.ndarray]:
     if dataset is None or not dataset.val:
         return np.zeros((0, size, size, 3), np.uint8), np.zeros(0, np.int64)
     items = list(dataset.val)[:limit]
+    if store is not None and store.size == size:
+        rows, labels, _ = store.usable([p for p, _ in items], [l for _, l in items])
+        if not len(rows):
+            return np.zeros((0, size, size, 3), np.uint8), np.zeros(0, np.int64)
+        return store.read(rows), labels.astype(np.int64)
     images, labels = [], []
     for path, label in items:
         loaded, skipped = load_images([path], size)
@@ -501,6 +507,24 @@ def _verification_images(dataset: Optional[DatasetRecord], size: int, limit: int
     if not images:
         return np.zeros((0, size, size, 3), np.uint8), np.zeros(0, np.int64)
     return np.stack(images), np.asarray(labels, np.int64)
+
+
+def _run_store(paths: RunPaths, dataset: Optional[DatasetRecord], size: int, config: ExportConfig, calibrate: bool,
+               progress: bool, echo):
+    """The run's decoded store, current for the images this export reads (calibration sample, verification)."""
+    from edgetl.data.store import open_run_store
+    from edgetl.export.representative import sample_paths
+
+    if dataset is None:
+        return None
+    wanted: List[str] = []
+    if calibrate and not config.calibration_dir:
+        wanted += sample_paths(list(dataset.train), config.calibration_images, config.seed)
+    if config.verify:
+        wanted += [p for p, _ in list(dataset.val)[:config.verify_images]]
+    if not wanted:
+        return None
+    return open_run_store(paths.root, size, wanted, progress=progress, echo=echo)
 
 
 def _drop_warning(variant: str, accuracy: float, reference: float, drop: float, allowed: float, n: int,
@@ -578,9 +602,12 @@ def export_run(
     notes: List[str] = []
     warnings: List[str] = []
 
+    calibrate = any(v.needs_calibration or v.needs_qat for v in variants)
+    store = _run_store(paths, dataset, size, config, calibrate, progress, echo)
     representative = None
-    if any(v.needs_calibration or v.needs_qat for v in variants):
-        representative = representative_images(dataset, size, config.calibration_images, config.calibration_dir, config.seed)
+    if calibrate:
+        representative = representative_images(dataset, size, config.calibration_images, config.calibration_dir, config.seed,
+                                                store=store)
         echo(f"Calibration: {len(representative)} images.")
     qat_model = None
     if any(v.needs_qat for v in variants):
@@ -600,7 +627,7 @@ def export_run(
         export_model = model
         notes.append(f"exporting the model as trained; graph rewrite skipped ({e})")
 
-    val_images, val_labels = (_verification_images(dataset, size, config.verify_images) if config.verify
+    val_images, val_labels = (_verification_images(dataset, size, config.verify_images, store) if config.verify
                               else (np.zeros((0, size, size, 3), np.uint8), np.zeros(0, np.int64)))
     keras_predictions = predict_keras(model, val_images) if len(val_images) else None
     keras_accuracy = float(np.mean(keras_predictions == val_labels)) if keras_predictions is not None else None
