@@ -309,13 +309,20 @@ def _local_copy(model, strategy):
     return clone
 
 
-def _extract_features(model, dataset, cache_file: Path, count: int, echo, steps: int = 0) -> np.ndarray:
+def feature_views(data: DataConfig, config: TrainConfig) -> Tuple[int, ...]:
+    """The fixed views (``pipeline.dihedral`` indices) of each training image that stage 1 trains on."""
+    views = data.augment.views()
+    return views[:config.feature_views] if config.feature_views else views
+
+
+def _extract_features(model, dataset, cache_file: Path, count: int, echo, steps: int = 0,
+                      what: str = "") -> np.ndarray:
     """Pooled backbone features of un-augmented images, cached on disk for resumes (N x channels float32)."""
     if cache_file.is_file():
         features = np.load(cache_file)
         if features.shape[0] == count:
             return features
-    echo(f"computing backbone features once for {count} images ...")
+    echo(f"computing backbone features once for {count} images{what} ...")
     features = _predict_batches(head_lib.feature_extractor(model), dataset, steps, "backbone features")
     with atomic_path(cache_file, suffix=".npy") as tmp:
         np.save(tmp, features)
@@ -323,22 +330,33 @@ def _extract_features(model, dataset, cache_file: Path, count: int, echo, steps:
 
 
 def _train_head(model, splits, datasets, data: DataConfig, config: TrainConfig, paths: RunPaths, work: RunPaths,
-                weights_by_class, echo, strategy=None):
-    """Stage 1: the head alone, on cached features or through the frozen backbone."""
+                weights_by_class, echo, strategy=None, view_dataset=None):
+    """Stage 1: the head alone, on cached features (of ``feature_views``) or through the frozen backbone.
+
+    ``view_dataset(view)`` gives the un-shuffled training images under a fixed ``dihedral`` view.
+    """
     best_path = work.checkpoints / f"{STAGE1}_best.h5"
     callbacks = _callbacks(paths, work, STAGE1, config, best_path, echo, _best_from_csv(paths.logs / f"{STAGE1}_history.csv"))
     optimizer = keras.optimizers.Adam(config.learning_rate)
     if config.cache_features:
         steps = -(-len(splits.train) // data.batch_size)
         local = _local_copy(model, strategy)
-        train_features = _extract_features(local, datasets["train_plain"], work.checkpoints / "features_train.npy",
-                                           len(splits.train), echo, steps)
+        views = feature_views(data, config)
+        # Each view is a fixed flip or 90-degree rotation of every training image: the only augmentation
+        # features computed once can carry. The validation split stays as it is, as the device will see it.
+        train_features = np.concatenate([
+            _extract_features(local, view_dataset(view), work.checkpoints / ("features_train.npy" if view == 0 else
+                                                                           f"features_train_view{view}.npy"),
+                              len(splits.train), echo, steps,
+                              f" (view {position + 1} of {len(views)})" if len(views) > 1 else "")
+            for position, view in enumerate(views)])
+        train_labels = np.tile(np.asarray(splits.train.labels), len(views))
         val_features = _extract_features(local, datasets["val"], work.checkpoints / "features_val.npy", len(splits.val),
                                          echo, -(-len(splits.val) // data.batch_size))
         trainable = head_lib.head_model(model)
         trainable.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         trainable.fit(
-            train_features, np.asarray(splits.train.labels), batch_size=data.batch_size, epochs=config.epochs,
+            train_features, train_labels, batch_size=data.batch_size, epochs=config.epochs,
             validation_data=(val_features, np.asarray(splits.val.labels)), shuffle=True,
             class_weight=weights_by_class or None, callbacks=callbacks, verbose=0,
         )
@@ -521,7 +539,6 @@ def _train(data: DataConfig, model: ModelConfig, train_config: TrainConfig, path
     train_rows, val_rows = store.rows(splits.train.paths), store.rows(splits.val.paths)
     shard = "data" if role.workers > 1 else None
     datasets = {
-        "train_plain": store_dataset(store, train_rows, splits.train.labels, data.batch_size),
         "train_shuffled": store_dataset(store, train_rows, splits.train.labels, data.batch_size, shuffle=True,
                                         seed=data.seed, shard_policy=shard),
         "train": store_dataset(store, train_rows, splits.train.labels, data.batch_size, shuffle=True,
@@ -541,7 +558,8 @@ def _train(data: DataConfig, model: ModelConfig, train_config: TrainConfig, path
         else:
             started = time.perf_counter()
             with strategy.scope():
-                _train_head(classifier, splits, datasets, data, train_config, paths, work, weights_by_class, echo, strategy)
+                _train_head(classifier, splits, datasets, data, train_config, paths, work, weights_by_class, echo, strategy,
+                            lambda view: store_dataset(store, train_rows, splits.train.labels, data.batch_size, view=view))
             with atomic_path(stage1_weights, suffix=".h5") as tmp:
                 classifier.save_weights(str(tmp))
             state[STAGE1] = "done"

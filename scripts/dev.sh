@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Developer entry points: `setup` (venv + editable install), `demo` (setup, then the
-# offline quickstart pipeline), `test` (setup, then the whole test suite).
+# offline quickstart on the shipped TrashNet photos), `test` (setup, then the whole test suite).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,11 +24,7 @@ case "${1:-}" in
     demo)
         setup
         shift
-        # In this repository's workspace the offline ImageNet weights sit in ../shared; a user's
-        # clone has none and the quickstart says it runs from random init.
-        if [ -z "${EDGETL_WEIGHTS_DIR:-}" ] && [ -d ../shared/assets/keras/models ]; then
-            export EDGETL_WEIGHTS_DIR="$PWD/../shared/assets/keras/models"
-        fi
+        # The quickstart's photos and ImageNet weights ship inside edgetl: nothing to download.
         edgetl quickstart "$@"
         ;;
     test)

@@ -216,3 +216,41 @@ def test_bad_recipe_is_rejected_before_training(tmp_path, colour_folder):
     assert result.output.strip() == ("Error: Recipe '%s': Unknown key `model.alph`. Did you mean 'alpha'? Valid keys: "
                                      "backbone, alpha, size, weights, weights_dir, dropout, hidden_units." % recipe)
     assert not (tmp_path / "o").exists()
+
+
+def test_dihedral_views_are_the_symmetries_of_a_square():
+    from edgetl.data.pipeline import RandomDihedral, dihedral
+    from edgetl.model.keras import tf
+
+    image = np.arange(4 * 4 * 3, dtype=np.float32).reshape(1, 4, 4, 3)
+    views = {index: dihedral(tf.constant(image), index).numpy() for index in range(8)}
+    expected = {0: image, 1: image[:, :, ::-1], 2: image[:, ::-1], 3: np.rot90(image, 2, axes=(1, 2)),
+                4: image.transpose(0, 2, 1, 3), 5: np.rot90(image, -1, axes=(1, 2)), 6: np.rot90(image, 1, axes=(1, 2)),
+                7: np.rot90(image, 2, axes=(1, 2)).transpose(0, 2, 1, 3)}
+    for index in range(8):
+        np.testing.assert_array_equal(views[index], expected[index])
+    assert len({v.tobytes() for v in views.values()}) == 8
+    # Objects in any orientation: rotations only when mirror images are not the same class.
+    assert AugmentConfig(orientation="any", flip=False).views() == (0, 5, 3, 6)
+    assert AugmentConfig(orientation="any").views()[:3] == (0, 1, 5) and len(AugmentConfig(orientation="any").views()) == 8
+    assert AugmentConfig().views() == (0, 1) and AugmentConfig(enabled=False).views() == (0,)
+    batch = np.repeat(image, 64, axis=0)
+    for mirror, allowed in ((False, (0, 3, 5, 6)), (True, tuple(range(8)))):
+        out = RandomDihedral(mirror=mirror, seed=1)(tf.constant(batch), training=True).numpy()
+        seen = {next(i for i in range(8) if np.array_equal(o[None], views[i])) for o in out}
+        assert seen <= set(allowed) and len(seen) >= 3, (mirror, seen)
+    np.testing.assert_array_equal(RandomDihedral()(tf.constant(batch), training=False).numpy(), batch)
+
+
+def test_stage1_trains_on_the_feature_views(colour_folder, backbone_weights, tmp_path):
+    lines = []
+    data = DataConfig(path=str(colour_folder), batch_size=16, augment=AugmentConfig(orientation="any"))
+    model = ModelConfig("mobilenet_v2", alpha=0.35, size=32, weights=str(backbone_weights))
+    result = train(data, model, TrainConfig(epochs=1, fine_tune_epochs=0, feature_views=3), out=str(tmp_path / "run"),
+                   echo=lines.append)
+    checkpoints = tmp_path / "run" / "checkpoints"
+    features = [np.load(checkpoints / name) for name in
+                ("features_train.npy", "features_train_view1.npy", "features_train_view5.npy")]
+    assert not (checkpoints / "features_train_view2.npy").exists()
+    assert len({f.shape for f in features}) == 1 and not np.allclose(features[0], features[2])
+    assert any("(view 3 of 3)" in line for line in lines) and 0 <= result.val_accuracy <= 1
