@@ -1,10 +1,14 @@
-"""The model card: what a device needs to use a ``.tflite`` file, embedded in it (no TensorFlow).
+"""edgetl's model metadata: what a device needs to use a ``.tflite`` file, embedded in it (no TensorFlow).
 
-The card is JSON stored as a TFLite metadata entry named ``edgetl.model_card``
-(the flatbuffer's standard ``metadata`` list, next to TensorFlow's own
-``min_runtime_version``), so it travels inside the file and is read with the
-``flatbuffers`` package alone. ``labels.txt`` and ``<model>.json`` sidecars are
-also written next to each exported model.
+``EdgetlMetadata`` is JSON stored as a TFLite metadata entry named
+``edgetl.metadata`` (the flatbuffer's ``metadata`` list, next to TensorFlow's
+own ``min_runtime_version`` and the standard ``TFLITE_METADATA`` that
+``edgetl.tflite_metadata`` reads), so it travels inside the file and is read
+with the ``flatbuffers`` package alone. Files exported before edgetl 0.1.1 name
+the entry ``edgetl.model_card``; both names are read. ``labels.txt`` and
+``<model>.json`` sidecars are also written next to each exported model.
+(In the field a "model card" is documentation about a model, which is why the
+embedded entry is called metadata.)
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ import numpy as np
 from edgetl import tflite_schema
 from edgetl.errors import ModelFileError
 
-METADATA_NAME = "edgetl.model_card"
-CARD_FORMAT = 1
+METADATA_NAME = "edgetl.metadata"
+# Names edgetl wrote the same entry under before, read as well.
+LEGACY_METADATA_NAMES = ("edgetl.model_card",)
+METADATA_FORMAT = 1
 TFLITE_IDENTIFIER = b"TFL3"
 
 
@@ -41,8 +47,8 @@ class TensorSpec:
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelCard:
-    """Everything a device needs besides the runtime, embedded in each exported model.
+class EdgetlMetadata:
+    """Everything a device needs besides the runtime, embedded in each exported model as edgetl's metadata entry.
 
     To feed the model: decode the image to RGB, resize to ``input.shape[1:3]``
     (bilinear), compute ``(pixel - mean) / std`` per channel (pixels in
@@ -67,7 +73,7 @@ class ModelCard:
       variant: export variant ('fp32', 'fp16', 'dynamic', 'int8', 'qat-int8'...).
       preprocessing: the backbone's in-graph normalisation, for humans.
       edgetl_version: version of edgetl that wrote the file.
-      format: card format version.
+      format: format version of this entry.
       extra: free-form additions (accuracy at export, dataset name...).
     """
 
@@ -84,16 +90,16 @@ class ModelCard:
     variant: str = ""
     preprocessing: str = ""
     edgetl_version: str = ""
-    format: int = CARD_FORMAT
+    format: int = METADATA_FORMAT
     extra: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> str:
-        """The card as compact, sorted JSON."""
+        """The metadata as compact, sorted JSON."""
         return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str) -> "ModelCard":
-        """Parses a card; unknown keys from newer versions are kept in ``extra``."""
+    def from_json(cls, text: str) -> "EdgetlMetadata":
+        """Parses the entry; unknown keys from newer versions are kept in ``extra``."""
         data = json.loads(text)
         known = {f.name for f in dataclasses.fields(cls)}
         extra = dict(data.get("extra") or {})
@@ -112,7 +118,7 @@ class ModelCard:
             variant=data.get("variant", ""),
             preprocessing=data.get("preprocessing", ""),
             edgetl_version=data.get("edgetl_version", ""),
-            format=int(data.get("format", CARD_FORMAT)),
+            format=int(data.get("format", METADATA_FORMAT)),
             extra={k: v for k, v in extra.items() if k not in known},
         )
 
@@ -163,25 +169,37 @@ def read_metadata(data: bytes) -> Dict[str, bytes]:
         raise ModelFileError(f"The TFLite flatbuffer cannot be parsed ({type(e).__name__}: {e}); the file is damaged.") from e
 
 
-def read_card(data: bytes) -> Optional[ModelCard]:
-    """The embedded edgetl model card, or None when the model has none (third-party models)."""
-    raw = read_metadata(data).get(METADATA_NAME)
+def find_edgetl_entry(entries: Mapping[str, bytes]) -> Optional[bytes]:
+    """edgetl's entry among a model's metadata entries, under its current or an earlier name, or None."""
+    for name in (METADATA_NAME,) + LEGACY_METADATA_NAMES:
+        if name in entries:
+            return entries[name]
+    return None
+
+
+def read_edgetl_metadata(data: bytes) -> Optional[EdgetlMetadata]:
+    """The embedded edgetl metadata, or None when the model has none (third-party models).
+
+    Raises:
+      ModelFileError: the flatbuffer or the entry's JSON is damaged.
+    """
+    raw = find_edgetl_entry(read_metadata(data))
     if raw is None:
         return None
     try:
-        return ModelCard.from_json(raw.decode("utf-8"))
+        return EdgetlMetadata.from_json(raw.decode("utf-8"))
     except (ValueError, KeyError, TypeError) as e:
-        raise ModelFileError(f"The embedded edgetl model card is damaged ({e}); re-export the model.") from e
+        raise ModelFileError(f"The embedded edgetl metadata is damaged ({e}); re-export the model.") from e
 
 
-def embed_card(data: bytes, card: ModelCard) -> bytes:
-    """Returns a copy of the ``.tflite`` bytes with ``card`` embedded (replacing an older one).
+def embed_edgetl_metadata(data: bytes, metadata: EdgetlMetadata) -> bytes:
+    """Returns a copy of the ``.tflite`` bytes with ``metadata`` embedded (replacing an older entry).
 
     Example:
-      >>> tflite_bytes = embed_card(converter.convert(), card)
-      >>> read_card(tflite_bytes).labels
+      >>> tflite_bytes = embed_edgetl_metadata(converter.convert(), metadata)
+      >>> read_edgetl_metadata(tflite_bytes).labels
     """
-    return embed_entries(data, {METADATA_NAME: card.to_json().encode("utf-8")})
+    return embed_entries(data, {METADATA_NAME: metadata.to_json().encode("utf-8")})
 
 
 def embed_entries(data: bytes, entries: Mapping[str, bytes], default_names: Optional[Mapping[int, str]] = None) -> bytes:

@@ -39,7 +39,7 @@ def main(argv=None) -> int:
 
     from edgetl.config import ExportConfig, QATConfig
     from edgetl.export.tflite import export_run
-    from edgetl.qat import quantize_aware_finetune
+    from edgetl.quant.qat import quantize_aware_finetune
 
     source = Path(args.run_dir)
     work = Path(args.work)
