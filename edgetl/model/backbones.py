@@ -85,6 +85,8 @@ for _index, _size in enumerate((224, 240, 260, 300)):
         default_alpha=None, preprocessing=INTERNAL_PREPROCESSING,
         weights_file=_efficientnet_file(f"efficientnetb{_index}"),
         weights_origin="https://storage.googleapis.com/keras-applications/",
+        # Swish is LOGISTIC x MUL and squeeze-excite MEAN / MUL in the int8 file: all in Coral's op list.
+        edgetpu_compatible=True,
         description="Swish + squeeze-excite; most accurate per parameter, slower int8 on CPUs.",
     ))
 
@@ -96,6 +98,7 @@ for _index, _size in enumerate((224, 240, 260)):
         weights_file=_efficientnet_file(f"efficientnetv2-b{_index}"),
         weights_origin=_KERAS_APPLICATIONS + "efficientnet_v2/",
         builder_kwargs={"include_preprocessing": True},
+        edgetpu_compatible=True,  # as EfficientNet; the per-channel input normalisation is a DEPTHWISE_CONV_2D
         description="Fused-MBConv early stages; trains fast, good accuracy per latency on big cores.",
     ))
 
