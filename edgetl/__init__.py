@@ -31,10 +31,11 @@ _LAZY = {
     "get_backbone": ("edgetl.model.registry", "get"),
     "register_backbone": ("edgetl.model.registry", "register"),
     "scan_folder": ("edgetl.data.folder", "scan_folder"),
-    "read_card": ("edgetl.model_card", "read_card"),
+    "read_edgetl_metadata": ("edgetl.model_metadata", "read_edgetl_metadata"),
+    "read_card": ("edgetl.model_card", "read_card"),  # deprecated name (FutureWarning on use)
     "QATConfig": ("edgetl.config", "QATConfig"),
     "ExportConfig": ("edgetl.config", "ExportConfig"),
-    "quantize_aware_finetune": ("edgetl.qat", "quantize_aware_finetune"),
+    "quantize_aware_finetune": ("edgetl.quant.qat", "quantize_aware_finetune"),
     "export_run": ("edgetl.export.tflite", "export_run"),
     "evaluate_model": ("edgetl.evaluate", "evaluate"),
     "benchmark": ("edgetl.bench", "benchmark"),

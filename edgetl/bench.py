@@ -289,7 +289,7 @@ def make_inputs(model: ModelInfo, images: Sequence[str], seed: int) -> Tuple[Lis
     for position, tensor in enumerate(model.inputs):
         shape = tuple(max(d, 1) for d in tensor.shape)
         if position == 0 and images:
-            transform = input_transform(tensor, model.card, model_name=model.path, standard=input_metadata(model, position))
+            transform = input_transform(tensor, model.edgetl_metadata, model_name=model.path, standard=input_metadata(model, position))
             tensors = []
             for path in find_images(images):
                 try:
@@ -301,7 +301,7 @@ def make_inputs(model: ModelInfo, images: Sequence[str], seed: int) -> Tuple[Lis
             continue
         if len(shape) == 4 and shape[3] == 3 and tensor.dtype in ("float32", "uint8", "int8"):
             try:
-                transform = input_transform(tensor, model.card, model_name=model.path,
+                transform = input_transform(tensor, model.edgetl_metadata, model_name=model.path,
                                             standard=input_metadata(model, position))
                 feeds.append([transform(rng.integers(0, 256, size=shape, dtype=np.uint8))])
                 continue
@@ -521,7 +521,7 @@ def benchmark(models: Sequence[str], config: BenchConfig = BenchConfig(), progre
             check_delegate_fits(info, spec)
         if config.images:
             check_image_input(info)
-            input_transform(info.inputs[0], info.card, model_name=str(model))
+            input_transform(info.inputs[0], info.edgetl_metadata, model_name=str(model))
         checked.append((str(model), data, seconds))
     for spec in specs:
         check_delegate_loads(spec, config.runtime)

@@ -8,17 +8,16 @@ unexpected prints one line too, with ``--debug`` to see the traceback.
 
 from __future__ import annotations
 
-import errno
 import functools
 import logging
 import sys
-from pathlib import Path
 from typing import Optional
 
 import click
 
 from edgetl import __version__
-from edgetl.errors import EdgetlError
+from edgetl.errors import EdgetlError, os_error_message
+from edgetl.export.variants import DEFAULT_VARIANTS, IO_TYPES, VARIANTS, float_variant_names, qat_variant_names
 
 _DEBUG = {"on": False}
 
@@ -26,29 +25,6 @@ _DEBUG = {"on": False}
 def _fail(message: str, code: int = 1) -> None:
     click.echo(f"Error: {message}", err=True)
     sys.exit(code)
-
-
-# Write failures a user fixes by freeing space or choosing another place, by errno and by the words
-# TensorFlow's own exception types use for them.
-_WRITE_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
-                 errno.EFBIG: "file too large", errno.EROFS: "read-only file system"}
-
-
-def _os_problem(error: Exception, text: str) -> str:
-    """The one-line message for a full disk, quota, size limit, read-only or permission error; '' otherwise."""
-    target = getattr(error, "filename", None) if isinstance(error, OSError) else None
-    if isinstance(error, PermissionError):
-        return (f"permission denied on '{target or '?'}'. Check the permissions of the file and its folder, "
-                f"or choose another path.")
-    number = getattr(error, "errno", None) if isinstance(error, OSError) else None
-    lowered = text.lower()
-    reason = _WRITE_ERRNOS.get(number) or next((words for words in _WRITE_ERRNOS.values() if words in lowered), "")
-    if not reason:
-        return ""
-    where = f" while writing '{target}'" if target else ""
-    return (f"{reason}{where} ({text[:200]}). Free some space (or raise the limit) or choose another output folder, "
-            f"then run the same command again: files edgetl finished before are intact (each is written to a "
-            f"temporary file, then renamed).")
 
 
 def handle_errors(func):
@@ -74,7 +50,7 @@ def handle_errors(func):
             if _DEBUG["on"]:
                 raise
             text = " ".join(str(e).split())[:500]
-            problem = _os_problem(e, text)
+            problem = os_error_message(e, text)
             if problem:
                 _fail(problem, 1)
             _fail(f"unexpected {type(e).__name__}: {text} (re-run with `edgetl --debug ...` for the traceback and report it)", 1)
@@ -215,8 +191,9 @@ def _train_options(func):
 @click.option("--fresh", is_flag=True,
               help="Ignore checkpoints in --out and start over (the decoded images in --out/store are reused: "
                    "they are keyed by each file's content).")
+@click.option("--no-progress", is_flag=True, help="No progress bars (the one line per epoch stays).")
 @handle_errors
-def train(recipe, out, fresh, **_):
+def train(recipe, out, fresh, no_progress, **_):
     """Transfer learning on an image folder: head on cached features, then fine-tuning.
 
     DATA holds one sub-folder per class (nested folders allowed): DATA/<class>/<image>.jpg.
@@ -241,7 +218,8 @@ def train(recipe, out, fresh, **_):
     from edgetl.train import train as run_training
 
     result = run_training(configs["data"], configs["model"], configs["train"],
-                          out=out or f"runs/{configs['model'].backbone}", fresh=fresh, echo=click.echo)
+                          out=out or f"runs/{configs['model'].backbone}", fresh=fresh, echo=click.echo,
+                          progress=not no_progress and sys.stderr.isatty())
     click.echo(result.summary())
 
 
@@ -268,9 +246,10 @@ _RUN_FLAGS = {
 @_train_options
 @click.option("--qat-epochs", type=int, default=3, show_default=True, help="Quantization-aware fine-tuning epochs.")
 @click.option("--qat-lr", type=float, default=1e-5, show_default=True, help="QAT learning rate (keep it low).")
-@click.option("--variants", default="fp32,fp16,dynamic,int8,qat-int8", show_default=True, metavar="V[,V...]",
-              help="Exported variants; QAT runs only when qat-int8 is among them.")
-@click.option("--io-type", type=click.Choice(["uint8", "int8"]), default="uint8", show_default=True,
+@click.option("--variants", default=",".join(DEFAULT_VARIANTS), show_default=True, metavar="V[,V...]",
+              help=f"Exported variants, of {', '.join(VARIANTS)}; QAT runs only when {' or '.join(qat_variant_names())} "
+                   f"is among them.")
+@click.option("--io-type", type=click.Choice(IO_TYPES), default=IO_TYPES[0], show_default=True,
               help="Input/output dtype of the integer variants.")
 @click.option("--calibration-images", type=int, default=300, show_default=True, help="Training images calibrating int8 PTQ.")
 @click.option("--edgetpu", is_flag=True, help="Also compile the integer variants with edgetpu_compiler (when on PATH).")
@@ -300,7 +279,7 @@ def run_command(recipe, out, fresh, no_progress, **_):
     The run directory ends with report.md, report.json and report.csv: one row
     per exported file with its size, its accuracy measured by running the file on
     the validation split, the change against the Keras float model, p50/p90
-    latency on this machine and the speed-up over fp32, plus plots/ and the
+    latency on this machine and the speed-up over the fp32 file, plus plots/ and the
     recommended file (the fastest within --max-drop points of float, by default).
 
     \b
@@ -340,7 +319,8 @@ def backbones(pattern, details, alpha, size, weights_dir):
     """List registered backbones (optionally matching a glob PATTERN).
 
     Shows the default input size, the widths (alpha) it accepts, which have
-    ImageNet weights, and whether every op maps to the Edge TPU. --details
+    ImageNet weights, and whether its int8 files are Edge TPU compatible
+    (every op in the Edge TPU's list). --details
     builds each one without its top (needs TensorFlow; a few seconds each) and
     adds parameters, MACs per image (convolutions and dense layers) and the
     local ImageNet weights file, if any.
@@ -350,37 +330,10 @@ def backbones(pattern, details, alpha, size, weights_dir):
       edgetl backbones
       edgetl backbones 'mobilenet*' --details --size 160
     """
-    from edgetl._table import format_table
-    from edgetl.model.registry import get, list_backbones
+    from edgetl.model.table import backbone_table
 
-    names = list_backbones(pattern)
-    if not names:
-        raise EdgetlError(f"No backbone matches '{pattern}'. Run 'edgetl backbones' to list all.")
-    headers = ["name", "size", "alphas", "ImageNet alphas", "EdgeTPU"]
-    if details:
-        headers += ["alpha", "params M", "MACs M", "local ImageNet file"]
-    rows = []
-    costs = {}
-    if details:
-        from tqdm import tqdm
-
-        from edgetl.model.head import backbone_cost
-
-        for name in tqdm(names, desc="building", unit="backbone", leave=False, disable=None):
-            spec = get(name)
-            costs[name] = backbone_cost(name, alpha if spec.alphas else None, size, weights_dir)
-    for name in names:
-        spec = get(name)
-        row = [name, spec.default_size if not details else costs[name].size, ",".join(str(a) for a in spec.alphas) or "-",
-               ",".join(str(a) for a in spec.imagenet_alphas) or "yes", "yes" if spec.edgetpu_friendly else "no"]
-        if details:
-            cost = costs[name]
-            row += [cost.alpha if cost.alpha is not None else "-", round(cost.params / 1e6, 2), round(cost.macs / 1e6, 1),
-                    Path(cost.imagenet_file).name if cost.imagenet_file else "-"]
-        rows.append(row)
-    click.echo(format_table(headers, rows))
-    if not details:
-        click.echo("\n".join(f"  {name}: {get(name).description}" for name in names if get(name).description))
+    click.echo(backbone_table(pattern, details=details, alpha=alpha, size=size, weights_dir=weights_dir,
+                              progress=sys.stderr.isatty()))
 
 
 # === Device side: bench / eval / predict / inspect (TensorFlow-free; modules imported inside each command) ===
@@ -469,7 +422,7 @@ def bench(models, threads, delegates, delegate_option, runtime, runs, min_second
       edgetl bench model_int8.tflite --host pi@raspberrypi.local --remote-edgetl '~/venv/bin/edgetl'
       edgetl bench model_int8.tflite --hosts local,pi@pi4.local,pi@pi5.local --csv -o bench.csv
     """
-    from edgetl.bench import BenchConfig, benchmark, format_results, results_csv, results_json
+    from edgetl.bench import BenchConfig, format_results, results_csv, results_json
     from edgetl.errors import RemoteError
     from edgetl.runtime.interpreter import parse_options
 
@@ -480,18 +433,12 @@ def bench(models, threads, delegates, delegate_option, runtime, runs, min_second
         runtime=runtime, runs=runs, min_seconds=min_seconds, max_seconds=max_seconds, warmup_runs=warmup_runs,
         warmup_seconds=warmup_seconds, images=tuple(images), seed=seed, keep_times=not no_times, rounds=rounds,
     )
-    targets = list(hosts) + [h for h in (host_list or "").split(",") if h.strip()]
-    progress = not no_progress and sys.stderr.isatty()
-    failures = {}
-    if targets:
-        from edgetl.remote import SSHConfig, bench_hosts
+    from edgetl.remote import SSHConfig, benchmark_on
 
-        ssh = SSHConfig(port=ssh_port, options=tuple(ssh_option), connect_timeout=ssh_timeout, remote_edgetl=remote_edgetl)
-        results, failures = bench_hosts(targets, list(models), config, ssh, progress=progress)
-        if failures and not results:
-            raise RemoteError(" | ".join(failures.values()))
-    else:
-        results = benchmark(list(models), config, progress=progress)
+    targets = list(hosts) + [h for h in (host_list or "").split(",") if h.strip()]
+    ssh = SSHConfig(port=ssh_port, options=tuple(ssh_option), connect_timeout=ssh_timeout, remote_edgetl=remote_edgetl)
+    results, failures = benchmark_on(list(models), config, targets, ssh,
+                                     progress=not no_progress and sys.stderr.isatty())
     if as_json:
         _emit(_to_json(results_json(results, times=not no_times)), output)
     elif as_csv:
@@ -507,7 +454,7 @@ def _inference_options(func):
     options = [
         click.option("--labels", "labels_file", type=click.Path(dir_okay=False), default=None,
                      help="Labels file (one per line, output order, or Coral's INDEX LABEL lines); default: the "
-                          "model card's labels, else those of the TFLite metadata."),
+                          "edgetl metadata's labels, else those of the TFLite metadata."),
         click.option("--mean", default=None, metavar="M|R,G,B", help="Override the per-channel mean (third-party float models)."),
         click.option("--std", default=None, metavar="S|R,G,B", help="Override the per-channel std, e.g. 127.5 for [-1, 1] inputs."),
         click.option("--delegate", default="xnnpack", show_default=True, help=_DELEGATE_HELP),
@@ -537,7 +484,7 @@ def eval_command(model, data, top_k, batch_size, labels_file, mean, std, delegat
 
     Reports top-1, top-k, per-class recall/precision and the confusion matrix.
     Images are decoded with Pillow and preprocessed exactly as in training
-    (the model card's mean/std and size). Class folders are matched to the
+    (the edgetl metadata's mean/std and size). Class folders are matched to the
     model's labels by name; a folder may hold a subset of the classes.
 
     \b
@@ -569,11 +516,11 @@ def eval_command(model, data, top_k, batch_size, labels_file, mean, std, delegat
 def predict(model, images, top_k, labels_file, mean, std, delegate, delegate_option, threads, runtime, as_json):
     """Top-k labels with scores for each IMAGE.
 
-    Labels and preprocessing come from --labels/--mean/--std, else the edgetl
-    model card, else the file's standard TFLite metadata (labels.txt,
-    NormalizationOptions), else the defaults. A uint8/int8 model without a
-    card gets raw pixels; a float model gets (pixel - mean) / std (default 0
-    and 1). --labels takes one label per line, or Coral's INDEX LABEL lines.
+    Labels and preprocessing come from --labels/--mean/--std, else the file's
+    edgetl metadata, else its standard TFLite metadata (labels.txt,
+    NormalizationOptions), else the defaults. A uint8/int8 model without
+    edgetl metadata gets raw pixels; a float model gets (pixel - mean) / std
+    (default 0 and 1). --labels takes one label per line, or Coral's INDEX LABEL lines.
 
     \b
     Examples:
@@ -596,7 +543,7 @@ def predict(model, images, top_k, labels_file, mean, std, delegate, delegate_opt
 
 @main.command()
 @click.argument("model")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (tensors, op counts, Edge TPU issues, card).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (tensors, op counts, Edge TPU issues, edgetl metadata).")
 @handle_errors
 def inspect(model, as_json):
     """What a .tflite file holds, without running it.
@@ -605,7 +552,7 @@ def inspect(model, as_json):
     fully integer, whether it is Edge TPU-compiled or ready to compile, the
     oldest TFLite runtime it loads in, the metadata entries, the standard
     TFLite metadata (what MediaPipe and the Task Library read), the embedded
-    edgetl model card, and which labels and preprocessing the device
+    edgetl metadata, and which labels and preprocessing the device
     commands use, from where.
 
     \b
@@ -654,7 +601,7 @@ def qat(run_dir, epochs, learning_rate, batch_size, steps_per_epoch, calibration
                        calibration_batches=calibration_batches, augment=not no_augment, seed=seed,
                        distillation=distillation, deterministic=not nondeterministic)
     RunPaths.of(run_dir).require_model()  # fail before TensorFlow loads
-    from edgetl.qat import quantize_aware_finetune
+    from edgetl.quant.qat import quantize_aware_finetune
 
     result = quantize_aware_finetune(run_dir, config, echo=click.echo)
     click.echo(result.summary())
@@ -663,10 +610,11 @@ def qat(run_dir, epochs, learning_rate, batch_size, steps_per_epoch, calibration
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=str))
 @click.option("--variants", default=None, metavar="V[,V...]",
-              help="Comma-separated: fp32, fp16, dynamic, int8, qat-int8. "
-                   "Default: fp32,fp16,dynamic,int8 (+qat-int8 when RUN_DIR/qat exists).")
-@click.option("--io-type", type=click.Choice(["uint8", "int8"]), default="uint8", show_default=True,
-              help="Input/output dtype of the int8 and qat-int8 models.")
+              help=f"Comma-separated, of: {', '.join(VARIANTS)}. Default: {','.join(float_variant_names())} "
+                   f"(+{','.join(qat_variant_names())} when RUN_DIR/qat exists).")
+@click.option("--io-type", type=click.Choice(IO_TYPES), default=IO_TYPES[0], show_default=True,
+              help="Input/output dtype of the integer-I/O variants "
+                   f"({', '.join(name for name, v in VARIANTS.items() if v.integer_io)}).")
 @click.option("--calibration-images", type=int, default=300, show_default=True,
               help="Training images calibrating int8 post-training quantization.")
 @click.option("--calibration-dir", type=click.Path(file_okay=False), default=None,
@@ -674,18 +622,20 @@ def qat(run_dir, epochs, learning_rate, batch_size, steps_per_epoch, calibration
 @click.option("--verify-images", type=int, default=500, show_default=True,
               help="Validation images each exported file is run on.")
 @click.option("--no-verify", is_flag=True, help="Skip running the exported files on validation images.")
-@click.option("--max-drop", "max_accuracy_drop", type=float, default=2.0, show_default=True,
-              help="Flag a variant losing more accuracy points than this against the Keras float model.")
+@click.option("--flag-drop", type=float, default=2.0, show_default=True,
+              help="Flag a file losing more accuracy points than this against the Keras float model (a warning; "
+                   "`edgetl run --max-drop` is the recommendation's tolerance).")
+@click.option("--max-drop", "old_max_drop", type=float, default=None, hidden=True)
 @click.option("--edgetpu", is_flag=True, help="Also compile int8 models with edgetpu_compiler (when on PATH).")
 @click.option("--min-runtime", default="2.14", show_default=True, metavar="VERSION", help=_MIN_RUNTIME_HELP)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Output folder. Default: RUN_DIR/export.")
 @click.option("--seed", type=int, default=42, show_default=True, help="Seed of the calibration sample.")
 @handle_errors
 def export(run_dir, variants, io_type, calibration_images, calibration_dir, verify_images, no_verify,
-           max_accuracy_drop, edgetpu, min_runtime, out_dir, seed):
+           flag_drop, old_max_drop, edgetpu, min_runtime, out_dir, seed):
     """Export a trained run to TFLite, one verified .tflite per variant.
 
-    Each file embeds its model card (labels, input size/dtype/quantization,
+    Each file embeds its edgetl metadata (labels, input size/dtype/quantization,
     preprocessing, backbone, edgetl version) and the standard TFLite metadata
     (labels.txt, NormalizationOptions) that MediaPipe Tasks and the TFLite Task
     Library read; labels.txt and manifest.json (name, variant, size, sha256,
@@ -702,9 +652,15 @@ def export(run_dir, variants, io_type, calibration_images, calibration_dir, veri
     from edgetl.config import ExportConfig
     from edgetl.run_dir import RunPaths
 
+    if old_max_drop is not None:
+        if click.get_current_context().get_parameter_source("flag_drop") == click.core.ParameterSource.COMMANDLINE:
+            raise click.UsageError("--max-drop is the old name of --flag-drop; give only --flag-drop.")
+        click.echo("Warning: `edgetl export --max-drop` is now --flag-drop (`edgetl run --max-drop` is the "
+                   "recommendation's tolerance); read as --flag-drop.", err=True)
+        flag_drop = old_max_drop
     config = ExportConfig(variants=variants or (), io_type=io_type, calibration_images=calibration_images,
                           calibration_dir=calibration_dir, verify=not no_verify, verify_images=verify_images,
-                          max_accuracy_drop=max_accuracy_drop, edgetpu=edgetpu, out_dir=out_dir, seed=seed,
+                          flag_drop=flag_drop, edgetpu=edgetpu, out_dir=out_dir, seed=seed,
                           min_runtime=min_runtime)
     RunPaths.of(run_dir).require_model()  # fail before TensorFlow loads
     from edgetl.export.tflite import export_run

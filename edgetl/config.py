@@ -7,6 +7,7 @@ TensorFlow, so the CLI can reject a bad value before any training starts.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import typing
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Type, TypeVar
@@ -16,6 +17,13 @@ import yaml
 from edgetl.errors import ConfigError, suggest
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
+
+# Config keys renamed since a release, by config class: {old key: new key}. Recipes (a run's config.yaml
+# included) written with the old key still load, with a warning naming the new one.
+RENAMED_KEYS: Dict[str, Dict[str, str]] = {
+    "ExportConfig": {"max_accuracy_drop": "flag_drop"},
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,6 +237,14 @@ def from_dict(cls: Type[T], values: Optional[Dict[str, Any]], where: str = "") -
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     kwargs = {}
+    for old, new in RENAMED_KEYS.get(cls.__name__, {}).items():
+        if old in values:
+            dotted_old, dotted_new = (f"{where}.{old}", f"{where}.{new}") if where else (old, new)
+            if new in values:
+                raise ConfigError(f"`{dotted_old}` and `{dotted_new}` are the same setting (renamed in edgetl 0.1.1); "
+                                  f"keep only `{dotted_new}`.")
+            logger.warning("`%s` is now called `%s`; read as that. Rename it in the recipe.", dotted_old, dotted_new)
+            values[new] = values.pop(old)
     for key, value in values.items():
         dotted = f"{where}.{key}" if where else str(key)
         if key not in fields:
@@ -350,8 +366,8 @@ class ExportConfig:
     """TFLite export of a run (stage `export`).
 
     Attributes:
-      variants: variant names (fp32, fp16, dynamic, int8, qat-int8); empty =
-        fp32, fp16, dynamic, int8, plus qat-int8 when the run has a QAT model.
+      variants: variant names (``edgetl.export.variants``); empty = the
+        table's defaults, the QAT ones only when the run has a QAT model.
       io_type: 'uint8' or 'int8' input/output of the integer variants.
       calibration_images: training images used to calibrate int8 PTQ.
       calibration_dir: image folder used for calibration instead of the
@@ -359,8 +375,10 @@ class ExportConfig:
       verify: run each exported file in the TFLite interpreter on validation
         images and compare its accuracy with the Keras float model.
       verify_images: at most this many validation images are used.
-      max_accuracy_drop: accuracy points a variant may lose against the
-        Keras float model before it is flagged.
+      flag_drop: accuracy points a file may lose against the Keras float
+        model before it is flagged with a warning (``--flag-drop``; recipes
+        written before 0.1.1 call it ``max_accuracy_drop``). Not to be confused
+        with ``ReportConfig.max_drop``, the tolerance of the recommendation.
       edgetpu: also compile the integer variants with ``edgetpu_compiler``.
       out_dir: output folder; None = RUN/export.
       seed: seed of the calibration sample.
@@ -376,7 +394,7 @@ class ExportConfig:
     calibration_dir: Optional[str] = None
     verify: bool = True
     verify_images: int = 500
-    max_accuracy_drop: float = 2.0
+    flag_drop: float = 2.0
     edgetpu: bool = False
     out_dir: Optional[str] = None
     seed: int = 42
@@ -391,7 +409,7 @@ class ExportConfig:
         _check_choice("io_type", self.io_type, IO_TYPES)
         _check_range("calibration_images", self.calibration_images, 1, 10**6)
         _check_range("verify_images", self.verify_images, 1, 10**7)
-        _check_range("max_accuracy_drop", self.max_accuracy_drop, 0.0, 100.0)
+        _check_range("flag_drop", self.flag_drop, 0.0, 100.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -412,7 +430,7 @@ class ReportConfig:
         alike; noisy measurements are re-measured, then marked (see
         ``edgetl.bench.BenchConfig``).
       max_drop: accuracy points (vs the Keras float model) a variant may lose
-        and still be recommended; a variant that loses more is still
+        and still be recommended (``--max-drop``); a variant that loses more is still
         recommended when McNemar's test finds the loss not measurable.
       prefer: among the variants that keep the accuracy: 'latency' picks the
         fastest (p50; latencies within measurement noise are a tie, broken by

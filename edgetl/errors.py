@@ -8,6 +8,7 @@ line and exits non-zero; it never shows a traceback for these.
 from __future__ import annotations
 
 import difflib
+import errno
 from typing import Iterable
 
 
@@ -72,3 +73,35 @@ def suggest(value: str, choices: Iterable[str], n: int = 3) -> str:
         return ""
     quoted = ", ".join(f"'{m}'" for m in matches)
     return f" Did you mean {quoted}?"
+
+
+# Write failures a user fixes by freeing space (or raising a limit): errno -> words.
+DISK_FULL_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+                    errno.EFBIG: "file too large"}
+# ... or by choosing another place to write.
+WRITE_ERRNOS = {**DISK_FULL_ERRNOS, errno.EROFS: "read-only file system"}
+
+
+def os_error_message(error: BaseException, text: str) -> str:
+    """The one-line message for a full disk, quota, size limit, read-only or permission error; '' for any other error.
+
+    Recognised by errno, and by the words TensorFlow's own exception types
+    (which carry no errno) use for them.
+
+    Args:
+      error: the exception.
+      text: its message, flattened to one line.
+    """
+    target = getattr(error, "filename", None) if isinstance(error, OSError) else None
+    if isinstance(error, PermissionError):
+        return (f"permission denied on '{target or '?'}'. Check the permissions of the file and its folder, "
+                f"or choose another path.")
+    number = getattr(error, "errno", None) if isinstance(error, OSError) else None
+    lowered = text.lower()
+    reason = WRITE_ERRNOS.get(number) or next((words for words in WRITE_ERRNOS.values() if words in lowered), "")
+    if not reason:
+        return ""
+    where = f" while writing '{target}'" if target else ""
+    return (f"{reason}{where} ({text[:200]}). Free some space (or raise the limit) or choose another output folder, "
+            f"then run the same command again: files edgetl finished before are intact (each is written to a "
+            f"temporary file, then renamed).")

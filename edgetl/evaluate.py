@@ -17,6 +17,7 @@ from edgetl.data.folder import SkippedFile, scan_folder
 from edgetl.errors import ConfigError, DatasetError, suggest
 from edgetl.images import ImageReadError
 from edgetl.labels import parse_labels
+from edgetl.metrics import confusion_matrix, recall_precision, top_k_accuracy
 from edgetl.predict import Classifier
 from edgetl.runtime.interpreter import DelegateSpec, RuntimeInfo
 from edgetl.runtime.tensors import Triple
@@ -36,7 +37,7 @@ class EvalConfig:
       delegate_options: options for an Edge TPU / external delegate.
       threads: interpreter threads (None = the runtime's default).
       runtime: 'auto', 'litert', 'tflite-runtime' or 'tensorflow'.
-      labels_file: labels file overriding the model card's labels.
+      labels_file: labels file overriding the edgetl metadata's labels.
       mean: per-channel mean override (third-party float models).
       std: per-channel std override.
       decode_workers: threads decoding images ahead of inference (0 = one per core, at most 8).
@@ -234,7 +235,7 @@ def _decoded(classifier: Classifier, paths: Sequence[str], batch: int, workers: 
 def evaluate(model: str, data: str, config: EvalConfig = EvalConfig()) -> EvalResult:
     """Accuracy of a ``.tflite`` classifier on ``data/<class>/<image>``, decoding as training did.
 
-    Class folders are matched to the model's labels by name (the card's labels,
+    Class folders are matched to the model's labels by name (the edgetl metadata's labels,
     or ``config.labels_file``); a folder may hold a subset of the model's
     classes. Images that cannot be decoded are skipped and listed.
 
@@ -261,7 +262,7 @@ def evaluate(model: str, data: str, config: EvalConfig = EvalConfig()) -> EvalRe
     classifier = Classifier(model, delegate, config.threads, config.runtime, labels, config.mean, config.std)
     if not any(classifier.labels):
         raise ConfigError(
-            f"'{model}' carries no labels (no model card, no labels in its TFLite metadata), so class folders "
+            f"'{model}' carries no labels (no edgetl metadata, no labels in its TFLite metadata), so class folders "
             f"cannot be matched to outputs; "
             f"pass --labels FILE with one label per output."
         )
@@ -301,7 +302,7 @@ def evaluate_split(model: str, paths: Sequence[str], labels: Sequence[int], clas
       paths: image files.
       labels: index into ``class_names`` of each image.
       class_names: the classes, e.g. a run's ``dataset.json`` class names.
-      config: options (``labels_file`` overrides the card's labels).
+      config: options (``labels_file`` overrides the edgetl metadata's labels).
       name: what the images are, shown as the result's ``data``.
       store: a run's decoded store (``edgetl.data.store.ImageStore``): images
         it holds at the model's input size are read from it, not decoded again
@@ -340,13 +341,15 @@ def evaluate_split(model: str, paths: Sequence[str], labels: Sequence[int], clas
 def _evaluate_items(classifier: Classifier, model: str, data: str, paths: Sequence[str], labels: Sequence[int],
                     class_names: Sequence[str], class_index: Sequence[int], skipped: List[SkippedFile],
                     config: EvalConfig, start: float, load: Optional[Callable[[str], np.ndarray]] = None) -> EvalResult:
-    """The shared loop: decode ahead in threads, run in batches, count top-1/top-k and the confusion matrix."""
+    """The shared loop: decode ahead in threads, run in batches; top-1/top-k and the confusion matrix by ``edgetl.metrics``."""
     column_of = {label_index: column for column, label_index in enumerate(class_index)}
     has_other = len(set(class_index)) < classifier.num_classes
     columns = tuple(class_names) + ((OTHER,) if has_other else ())
-    confusion = np.zeros((len(class_names), len(columns)), dtype=np.int64)
     k = min(config.top_k, classifier.num_classes)
-    top1 = topk = evaluated = 0
+    targets: List[int] = []  # the model output index of each evaluated image's class
+    ranked: List[Sequence[int]] = []  # its top-k output indices, best first
+    rows: List[int] = []  # its class (confusion matrix row)
+    predicted: List[int] = []  # the confusion matrix column of its top-1
     predictions = np.full(len(paths), -1, dtype=np.int64)
     batch = config.batch_size if classifier.max_batch is None else max(classifier.max_batch, 1)
     workers = config.decode_workers or min(8, os.cpu_count() or 1)
@@ -363,27 +366,22 @@ def _evaluate_items(classifier: Classifier, model: str, data: str, paths: Sequen
         for row, index in zip(classifier.top_k(scores, k), kept):
             indices = row[0]
             true_class = labels[index]
-            target = class_index[true_class]
-            top1 += indices[0] == target
-            topk += target in indices
-            column = column_of.get(indices[0], len(columns) - 1)
-            confusion[true_class, column] += 1
-            predictions[index] = column
-            evaluated += 1
+            targets.append(class_index[true_class])
+            ranked.append(list(indices))
+            rows.append(true_class)
+            predicted.append(column_of.get(indices[0], len(columns) - 1))
+            predictions[index] = predicted[-1]
+    evaluated = len(rows)
     if evaluated == 0:
         raise DatasetError(f"None of the {len(paths)} images of '{data}' could be decoded; see the skipped files.")
-    predicted = confusion.sum(axis=0)
+    confusion = confusion_matrix(rows, predicted, (len(class_names), len(columns)))
     per_class = []
-    for row, name in enumerate(class_names):
-        images = int(confusion[row].sum())
-        correct = int(confusion[row, row])
-        per_class.append(ClassMetrics(
-            name=name, label=classifier.labels[class_index[row]], index=class_index[row], images=images, correct=correct,
-            recall=correct / images if images else 0.0,
-            precision=correct / int(predicted[row]) if predicted[row] else None,
-        ))
+    for row, (name, (images, correct, recall, precision)) in enumerate(zip(class_names, recall_precision(confusion))):
+        per_class.append(ClassMetrics(name=name, label=classifier.labels[class_index[row]], index=class_index[row],
+                                      images=images, correct=correct, recall=recall or 0.0, precision=precision))
     return EvalResult(
-        model=str(model), data=str(data), images=evaluated, top1=top1 / evaluated, topk=topk / evaluated, k=k,
+        model=str(model), data=str(data), images=evaluated, top1=top_k_accuracy(targets, np.array(ranked), 1),
+        topk=top_k_accuracy(targets, np.array(ranked), k), k=k,
         per_class=tuple(per_class), confusion=tuple(tuple(int(v) for v in row) for row in confusion), columns=columns,
         skipped=tuple(skipped), preprocessing=classifier.transform.describe(), runtime=classifier.loaded.runtime,
         seconds=time.perf_counter() - start, predictions=tuple(int(v) for v in predictions),

@@ -1,10 +1,10 @@
-"""Checks and parses a ``.tflite`` file without an interpreter: I/O, ops, integer-only and Edge TPU readiness.
+"""Checks and parses a ``.tflite`` file without an interpreter: I/O, ops, integer-only and the Edge TPU's verdict.
 
 Everything here reads the flatbuffer with the ``tflite`` schema package alone
 (``edgetl.tflite_schema``: no runtime package needed), so ``edgetl inspect``
 never hands an untrusted file to native code, and every command runs these
 checks before an interpreter sees the bytes. Both metadata blocks are read:
-edgetl's own entry (the model card) and the standard TFLite metadata that
+edgetl's own entry (``edgetl.model_metadata``) and the standard TFLite metadata that
 MediaPipe and the Task Library read (``edgetl.tflite_metadata``).
 """
 
@@ -18,9 +18,9 @@ import stat
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from edgetl import tflite_schema
+from edgetl import edgetpu, tflite_schema
 from edgetl.errors import ModelFileError
-from edgetl.model_card import TFLITE_IDENTIFIER, ModelCard, check_tflite_bytes, read_card, read_metadata
+from edgetl.model_metadata import TFLITE_IDENTIFIER, EdgetlMetadata, check_tflite_bytes, read_edgetl_metadata, read_metadata
 from edgetl.tflite_metadata import METADATA_BUFFER_NAME, TensorMetadata, TFLiteMetadata, read_tflite_metadata
 
 PathLike = Union[str, os.PathLike]
@@ -33,22 +33,9 @@ MAX_TENSOR_BYTES = 2**30
 MAX_IMAGE_SIDE = 8192
 
 # Custom op that the Edge TPU compiler puts in place of the subgraph it maps to the TPU.
-EDGETPU_CUSTOM_OP = "edgetpu-custom-op"
-
-# Ops the Edge TPU compiler (v16) can map, from https://coral.ai/docs/edgetpu/models-intro/#supported-operations
-# in TFLite builtin names. Everything after the first op missing here runs on the CPU.
-EDGETPU_SUPPORTED_OPS = frozenset({
-    "ADD", "AVERAGE_POOL_2D", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D", "EXPAND_DIMS",
-    "FULLY_CONNECTED", "L2_NORMALIZATION", "LOGISTIC", "LSTM", "UNIDIRECTIONAL_SEQUENCE_LSTM", "MAXIMUM",
-    "MAX_POOL_2D", "MEAN", "MINIMUM", "MUL", "PACK", "PAD", "PRELU", "QUANTIZE", "REDUCE_MAX", "REDUCE_MIN",
-    "RELU", "RELU6", "RELU_N1_TO_1", "RESHAPE", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "RSQRT",
-    "SLICE", "SOFTMAX", "SPACE_TO_DEPTH", "SPLIT", "SQUEEZE", "STRIDED_SLICE", "SUB", "SUM",
-    "SQUARED_DIFFERENCE", "TANH", "TRANSPOSE", "TRANSPOSE_CONV",
-})
+EDGETPU_CUSTOM_OP = edgetpu.COMPILED_OP
 
 _FLOAT_TYPES = frozenset({"FLOAT32", "FLOAT16", "FLOAT64", "BFLOAT16", "COMPLEX64", "COMPLEX128"})
-# Converters put these at the ends of a model with float I/O; the CPU runs them.
-_IO_CONVERSION_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,12 +101,12 @@ class ModelInfo:
       tensor_types: tensor type -> count over all subgraphs.
       fully_integer: no tensor of any floating-point type anywhere in the model.
       edgetpu_compiled: the Edge TPU compiler produced this file.
-      edgetpu_ready: the Edge TPU compiler can map the whole graph.
-      edgetpu_issues: why not (empty when ready or already compiled).
+      edgetpu: the Edge TPU's verdict (``edgetl.edgetpu.check``): whether the
+        file is compatible, and why not.
       metadata: metadata entry name -> size in bytes.
       min_runtime_version: the converter's 'min_runtime_version' entry: the
         oldest TFLite runtime with every op version the file uses ('' when absent).
-      card: the embedded edgetl model card, or None (third-party models).
+      edgetl_metadata: edgetl's embedded metadata entry, or None (third-party models).
       tflite_metadata: the standard TFLite metadata (``TFLITE_METADATA``) with
         the labels of its appended zip, or None.
       warnings: problems with the standard metadata or its zip; they are
@@ -138,11 +125,10 @@ class ModelInfo:
     tensor_types: Dict[str, int]
     fully_integer: bool
     edgetpu_compiled: bool
-    edgetpu_ready: bool
-    edgetpu_issues: Tuple[str, ...]
+    edgetpu: edgetpu.EdgeTPUCheck
     metadata: Dict[str, int]
     min_runtime_version: str = ""
-    card: Optional[ModelCard] = None
+    edgetl_metadata: Optional[EdgetlMetadata] = None
     tflite_metadata: Optional[TFLiteMetadata] = None
     warnings: Tuple[str, ...] = ()
 
@@ -152,31 +138,37 @@ class ModelInfo:
         return Path(self.path).name
 
     @property
+    def edgetpu_compatible(self) -> bool:
+        """The Edge TPU compiler can map the whole graph (or already did): ``edgetpu.compatible``."""
+        return self.edgetpu.compatible
+
+    @property
     def custom_ops(self) -> Tuple[str, ...]:
         """Custom op codes the model uses (the runtime must provide them)."""
         return tuple(sorted(op for op in self.op_counts if not op.isupper()))
 
     def to_dict(self) -> Dict[str, Any]:
-        """JSON-ready dictionary (the card as a nested dictionary)."""
+        """JSON-ready dictionary (edgetl's metadata and the Edge TPU verdict as nested dictionaries)."""
         data = dataclasses.asdict(self)
-        data["card"] = json_card(self.card)
+        data["edgetl_metadata"] = metadata_dict(self.edgetl_metadata)
+        data["edgetpu"] = self.edgetpu.to_dict()
         return data
 
 
-def json_card(card: Optional[ModelCard]) -> Optional[Dict[str, Any]]:
-    """The card as a plain dictionary, or None."""
-    return None if card is None else dataclasses.asdict(card)
+def metadata_dict(metadata: Optional[EdgetlMetadata]) -> Optional[Dict[str, Any]]:
+    """edgetl's metadata as a plain dictionary, or None."""
+    return None if metadata is None else dataclasses.asdict(metadata)
 
 
 def model_labels(info: ModelInfo) -> Tuple[Tuple[str, ...], str]:
-    """The labels a model carries and where they come from: edgetl's model card, else the standard metadata.
+    """The labels a model carries and where they come from: edgetl's metadata, else the standard TFLite metadata.
 
     Returns:
-      (labels, source): source is 'model card', 'TFLite metadata, labels.txt'
+      (labels, source): source is 'edgetl metadata', 'TFLite metadata, labels.txt'
       or 'none' (then labels is empty).
     """
-    if info.card is not None and info.card.labels:
-        return tuple(info.card.labels), "model card"
+    if info.edgetl_metadata is not None and info.edgetl_metadata.labels:
+        return tuple(info.edgetl_metadata.labels), "edgetl metadata"
     standard = info.tflite_metadata
     if standard is not None and standard.labels:
         return standard.labels, f"TFLite metadata, {standard.labels_file}"
@@ -323,8 +315,9 @@ def parse_model(data: bytes, path: str = "model") -> ModelInfo:
         op_names = [_op_name(model.OperatorCodes(i), builtin_names, custom_code) for i in range(model.OperatorCodesLength())]
         op_counts: collections.Counter = collections.Counter()
         tensor_types: collections.Counter = collections.Counter()
-        issues: List[str] = []
-        float_ops: collections.Counter = collections.Counter()
+        wide_ops: collections.Counter = collections.Counter()
+        wide_types: set = set()
+        dynamic: List[str] = []
         big_rank = 0
         for graph_index in range(model.SubgraphsLength()):
             graph = model.Subgraphs(graph_index)
@@ -340,11 +333,15 @@ def parse_model(data: bytes, path: str = "model") -> ModelInfo:
                 if any(i >= len(tensors) for i in touched):
                     raise ValueError(f"op {op_index} ({name}) of subgraph {graph_index} uses tensor {max(touched)}, "
                                      f"but the subgraph has {len(tensors)} tensors")
-                if any(types[i] in _FLOAT_TYPES for i in touched):
-                    float_ops[name] += 1
+                wide = {types[i] for i in touched if types[i] not in edgetpu.EDGETPU_TYPES}
+                if wide:
+                    wide_ops[name] += 1
+                    wide_types.update(wide)
             for tensor_index, tensor in enumerate(tensors):
                 shape = tensor.ShapeAsNumpy() if tensor.ShapeLength() else ()
                 _check_tensor_size(path, tensor, tensor_index, shape, types[tensor_index])
+                if graph_index == 0 and tensor.ShapeSignatureLength() and min(tensor.ShapeSignatureAsNumpy()) < 0:
+                    dynamic.append((tensor.Name() or b"").decode("utf-8", "replace") or f"tensor {tensor_index}")
                 # The Edge TPU keeps only the 3 innermost dimensions of activations; outer ones must be 1.
                 if len(shape) > 3 and any(int(d) > 1 for d in shape[:-3]) and tensor.Buffer() not in constant_buffers:
                     big_rank += 1
@@ -369,30 +366,16 @@ def parse_model(data: bytes, path: str = "model") -> ModelInfo:
         ) from e
 
     metadata = read_metadata(data)
-    card = read_card(data)
+    edgetl_metadata = read_edgetl_metadata(data)
     standard, warnings = read_tflite_metadata(data, metadata.get(METADATA_BUFFER_NAME), str(path))
-    edgetpu_compiled = EDGETPU_CUSTOM_OP in op_counts
     fully_integer = not any(t in _FLOAT_TYPES for t in tensor_types)
-    if not edgetpu_compiled:
-        float_core = collections.Counter({n: c for n, c in float_ops.items() if n not in _IO_CONVERSION_OPS})
-        float_io = [t.name for t in inputs + outputs if t.dtype.upper() in _FLOAT_TYPES]
-        if float_core:
-            listed = ", ".join(f"{n} x{c}" for n, c in float_core.most_common(5))
-            issues.append(f"{sum(float_core.values())} ops compute in float ({listed}); export a full-integer int8 model")
-        elif float_io:
-            issues.append(f"float input/output ({', '.join(float_io)}): the QUANTIZE/DEQUANTIZE ops at the ends run on the CPU; "
-                          f"export with int8/uint8 inputs and outputs")
-        dynamic = [t.name for t in inputs + outputs if t.dynamic]
-        if dynamic:
-            issues.append(f"dynamic shapes on {', '.join(dynamic)}; export with a fixed batch size of 1")
-        unsupported = sorted(op for op in op_counts if op not in EDGETPU_SUPPORTED_OPS
-                             and not (op == "DEQUANTIZE" and float_io and not float_core))
-        if unsupported:
-            issues.append(f"ops the Edge TPU cannot run: {', '.join(unsupported)} (they and all later ops fall back to the CPU)")
-        if big_rank:
-            issues.append(f"{big_rank} activation tensors use more than 3 non-trivial dimensions (e.g. a batch size > 1)")
-        if model.SubgraphsLength() > 1:
-            issues.append(f"{model.SubgraphsLength()} subgraphs (control flow); the compiler maps only the first")
+    ends = [t.name for t in inputs + outputs]
+    dynamic_ends = [t.name for t in inputs + outputs if t.dynamic]
+    facts = edgetpu.GraphFacts(
+        op_counts=dict(op_counts), wide_ops=dict(wide_ops), wide_types=tuple(sorted(wide_types)),
+        wide_io=tuple(t.name for t in inputs + outputs if t.dtype.upper() not in edgetpu.EDGETPU_TYPES),
+        dynamic=tuple(dynamic_ends + [name for name in dynamic if name not in ends]), high_rank=big_rank,
+        subgraphs=int(model.SubgraphsLength()))
     return ModelInfo(
         path=str(path),
         size_bytes=len(data),
@@ -405,19 +388,18 @@ def parse_model(data: bytes, path: str = "model") -> ModelInfo:
         op_counts=dict(op_counts.most_common()),
         tensor_types=dict(tensor_types.most_common()),
         fully_integer=fully_integer,
-        edgetpu_compiled=edgetpu_compiled,
-        edgetpu_ready=edgetpu_compiled or not issues,
-        edgetpu_issues=tuple(issues),
+        edgetpu_compiled=EDGETPU_CUSTOM_OP in op_counts,
+        edgetpu=edgetpu.check(facts),
         metadata={name: len(value) for name, value in metadata.items()},
         min_runtime_version=metadata.get("min_runtime_version", b"").rstrip(b"\x00").decode("utf-8", "replace"),
-        card=card,
+        edgetl_metadata=edgetl_metadata,
         tflite_metadata=standard,
         warnings=warnings,
     )
 
 
 def inspect_model(path: PathLike) -> ModelInfo:
-    """Checks and parses a ``.tflite`` file: I/O, op histogram, integer-only, Edge TPU readiness, card.
+    """Checks and parses a ``.tflite`` file: I/O, op histogram, integer-only, the Edge TPU's verdict, metadata.
 
     Args:
       path: the model file.
@@ -440,11 +422,11 @@ def check_image_input(info: ModelInfo) -> None:
     """Refuses an image input that decoded images cannot be fitted to.
 
     Images of any size are resized to the model's input, so the checks are on
-    the model: a fixed, plausible height and width, and an embedded card that
+    the model: a fixed, plausible height and width, and embedded edgetl metadata that
     describes this file's input tensor (not one of another export).
 
     Raises:
-      ModelFileError: a dynamic, zero or huge height/width, or a card whose
+      ModelFileError: a dynamic, zero or huge height/width, or edgetl metadata whose
         input shape or dtype differs from the tensor's.
     """
     if not info.inputs or len(info.inputs[0].shape) != 4:
@@ -461,13 +443,13 @@ def check_image_input(info: ModelInfo) -> None:
             f"'{info.path}' takes {height}x{width} images (input {tensor.describe()}); edgetl feeds images of 1 to "
             f"{MAX_IMAGE_SIDE} pixels a side. The file is damaged or not an image classifier."
         )
-    card = info.card
-    if card is not None and card.input.shape and len(card.input.shape) == 4:
-        card_size = tuple(int(d) for d in card.input.shape[1:3])
-        if card_size != (height, width) or card.input.dtype != tensor.dtype:
+    metadata = info.edgetl_metadata
+    if metadata is not None and metadata.input.shape and len(metadata.input.shape) == 4:
+        described = tuple(int(d) for d in metadata.input.shape[1:3])
+        if described != (height, width) or metadata.input.dtype != tensor.dtype:
             raise ModelFileError(
-                f"'{info.path}' has a {tensor.dtype} {height}x{width} input but its model card describes a "
-                f"{card.input.dtype} {card_size[0]}x{card_size[1]} one: the card belongs to another export. "
+                f"'{info.path}' has a {tensor.dtype} {height}x{width} input but its edgetl metadata describes a "
+                f"{metadata.input.dtype} {described[0]}x{described[1]} one: the metadata belongs to another export. "
                 f"Re-export the model (edgetl export) instead of editing it."
             )
 
@@ -494,12 +476,9 @@ def format_info(info: ModelInfo, max_labels: int = 5) -> str:
     types = ", ".join(f"{name.lower()} {count}" for name, count in info.tensor_types.items())
     lines.append(f"  tensors: {types}")
     lines.append(f"  fully integer: {'yes' if info.fully_integer else 'no'}")
+    tpu = info.edgetpu.summary()
     if info.edgetpu_compiled:
         tpu = f"compiled for the Edge TPU ({info.op_counts[EDGETPU_CUSTOM_OP]} {EDGETPU_CUSTOM_OP}); run it with --delegate edgetpu"
-    elif info.edgetpu_ready:
-        tpu = "ready to compile (edgetpu_compiler can map every op)"
-    else:
-        tpu = "not ready: " + "; ".join(info.edgetpu_issues)
     lines.append(f"  Edge TPU: {tpu}")
     if info.metadata:
         standard = info.tflite_metadata
@@ -507,18 +486,18 @@ def format_info(info: ModelInfo, max_labels: int = 5) -> str:
             if standard is not None and standard.files else ""
         lines.append("  metadata: " + ", ".join(f"{name} ({size:,} B)" for name, size in info.metadata.items()) + files)
     lines += _format_tflite_metadata(info.tflite_metadata, max_labels)
-    card = info.card
-    if card is None:
-        lines.append("  model card: none (not exported by edgetl)")
+    metadata = info.edgetl_metadata
+    if metadata is None:
+        lines.append("  edgetl metadata: none (not exported by edgetl)")
     else:
-        shown = _shown(card.labels, max_labels)
-        lines.append(f"  model card: {card.backbone or '?'}"
-                     + (f" alpha {card.alpha}" if card.alpha is not None else "")
-                     + f", variant {card.variant or '?'}, edgetl {card.edgetl_version or '?'}")
+        shown = _shown(metadata.labels, max_labels)
+        lines.append(f"  edgetl metadata: {metadata.backbone or '?'}"
+                     + (f" alpha {metadata.alpha}" if metadata.alpha is not None else "")
+                     + f", variant {metadata.variant or '?'}, edgetl {metadata.edgetl_version or '?'}")
         lines.append(f"    labels: {shown}")
-        lines.append(f"    preprocessing: (pixel - {_triple(card.mean)}) / {_triple(card.std)}, {card.resize} resize, {card.color}"
-                     + (f"; in graph: {card.preprocessing}" if card.preprocessing else ""))
-        lines.append(f"    output: {card.output_kind}")
+        lines.append(f"    preprocessing: (pixel - {_triple(metadata.mean)}) / {_triple(metadata.std)}, {metadata.resize} "
+                     f"resize, {metadata.color}" + (f"; in graph: {metadata.preprocessing}" if metadata.preprocessing else ""))
+        lines.append(f"    output: {metadata.output_kind}")
     lines += _format_sources(info, max_labels)
     lines += [f"  warning: {warning}" for warning in info.warnings]
     return "\n".join(lines)
@@ -571,7 +550,7 @@ def _format_sources(info: ModelInfo, max_labels: int) -> List[str]:
         from edgetl.runtime.tensors import input_transform
 
         try:
-            transform = input_transform(info.inputs[0], info.card, model_name=info.path, standard=input_metadata(info))
+            transform = input_transform(info.inputs[0], info.edgetl_metadata, model_name=info.path, standard=input_metadata(info))
             lines.append(f"    preprocessing: {transform.describe()}")
         except ModelFileError:
             lines.append("    preprocessing: none (not an RGB image input)")

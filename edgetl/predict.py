@@ -85,7 +85,7 @@ class Classifier:
       loaded: the interpreter and model information.
       transform: pixels -> input tensor.
       labels: class names by output index ('' entries when unknown).
-      labels_source: where they come from: '--labels', 'model card',
+      labels_source: where they come from: '--labels', 'model metadata',
         'TFLite metadata, labels.txt' or 'none'.
       num_classes: number of outputs.
       warnings: problems with the file's standard metadata (set aside: the
@@ -105,7 +105,7 @@ class Classifier:
         """Loads ``model`` and works out its preprocessing and labels.
 
         Each comes from the first of: the arguments (flags), edgetl's model
-        card, the standard TFLite metadata (labels.txt in the appended zip,
+        metadata, the standard TFLite metadata (labels.txt in the appended zip,
         NormalizationOptions), the defaults. Problems with a third-party
         file's standard metadata are returned as warnings and the metadata is
         not used (``warnings``).
@@ -123,7 +123,7 @@ class Classifier:
 
         Raises:
           ModelFileError: unusable model (not an RGB image classifier, an
-            implausible input size, a card of another export...).
+            implausible input size, a metadata of another export...).
           ConfigError: the labels do not match the number of outputs.
           DelegateError: see ``load_interpreter``.
         """
@@ -132,9 +132,9 @@ class Classifier:
         check_image_input(parse_model(data, str(model)))
         self.loaded: LoadedModel = load_interpreter(data, delegate=delegate, threads=threads, runtime=runtime, name=str(model))
         info = self.loaded.model
-        card = info.card
+        metadata = info.edgetl_metadata
         self.warnings: Tuple[str, ...] = info.warnings
-        self.transform: InputTransform = input_transform(info.inputs[0], card, mean, std, model_name=info.path,
+        self.transform: InputTransform = input_transform(info.inputs[0], metadata, mean, std, model_name=info.path,
                                                          standard=input_metadata(info))
         output = info.outputs[0]
         if output.dtype not in _SCORE_TYPES:
@@ -194,14 +194,14 @@ class Classifier:
             if count != self._batch:
                 self.loaded.resize_batch(count)
                 self._batch = count
-            return to_scores(self.loaded.run(batch), self.loaded.model.outputs[0], self.loaded.model.card)
+            return to_scores(self.loaded.run(batch), self.loaded.model.outputs[0], self.loaded.model.edgetl_metadata)
         results = []
         for start in range(0, count, self._fixed_batch):
             chunk = batch[start:start + self._fixed_batch]
             used = chunk.shape[0]
             if used < self._fixed_batch:  # a fixed batch > 1: pad the last chunk, drop the padding's outputs
                 chunk = np.concatenate([chunk, np.zeros((self._fixed_batch - used,) + chunk.shape[1:], chunk.dtype)])
-            results.append(to_scores(self.loaded.run(chunk), self.loaded.model.outputs[0], self.loaded.model.card)[:used])
+            results.append(to_scores(self.loaded.run(chunk), self.loaded.model.outputs[0], self.loaded.model.edgetl_metadata)[:used])
         return np.concatenate(results)
 
     def top_k(self, scores: np.ndarray, k: int) -> List[Tuple[Tuple[int, ...], Tuple[float, ...]]]:

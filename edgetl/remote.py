@@ -280,6 +280,32 @@ def _cleanup(host: str, folder: str, ssh: SSHConfig) -> None:
         pass  # best effort: the folder is in the device's temp space anyway
 
 
+def benchmark_on(models: Sequence[str], config: BenchConfig, hosts: Sequence[str] = (), ssh: SSHConfig = SSHConfig(),
+                 progress: bool = False) -> Tuple[List[BenchResult], Dict[str, str]]:
+    """Benchmarks ``models`` here, or on ``hosts`` over SSH when any are given: the choice ``edgetl bench`` makes.
+
+    Args:
+      models: local ``.tflite`` files.
+      config: the sweep.
+      hosts: SSH targets and/or 'local'; none = this machine only.
+      ssh: SSH settings shared by all hosts.
+      progress: a progress bar for the local part.
+
+    Returns:
+      (results, {host: one-line error} for the hosts that failed).
+
+    Raises:
+      RemoteError: every host failed (each one's error, joined).
+      ConfigError, ModelFileError, MissingDependencyError: see ``bench_hosts`` and ``edgetl.bench.benchmark``.
+    """
+    if not hosts:
+        return benchmark(list(models), config, progress=progress), {}
+    results, failures = bench_hosts(hosts, models, config, ssh, progress=progress)
+    if failures and not results:
+        raise RemoteError(" | ".join(failures.values()))
+    return results, failures
+
+
 def bench_hosts(hosts: Sequence[str], models: Sequence[str], config: BenchConfig, ssh: SSHConfig = SSHConfig(),
                 progress: bool = False) -> Tuple[List[BenchResult], Dict[str, str]]:
     """Benchmarks on several hosts at once ('local' = this machine); one failing host does not stop the others.

@@ -22,14 +22,9 @@ from edgetl import __version__
 from edgetl._atomic import write_json, write_text
 from edgetl.config import ReportConfig
 from edgetl.errors import RunDirError
+from edgetl.export.variants import REFERENCE_VARIANT
 from edgetl.run_dir import RunPaths
 from edgetl.stats import ALPHA
-
-REPORT_MD = "report.md"
-REPORT_JSON = "report.json"
-REPORT_CSV = "report.csv"
-EVAL_DIR = "eval"
-BENCH_FILE = "bench.json"
 
 _CSV_COLUMNS = ("variant", "file", "size_mb", "accuracy", "accuracy_low", "accuracy_high", "images", "delta_pts",
                 "lost", "gained", "p_value", "p50_ms", "p90_ms", "noise", "latency_reliable", "threads", "speedup",
@@ -44,7 +39,7 @@ class VariantRow:
     """One exported file in the report.
 
     Attributes:
-      variant: variant name (fp32, fp16, dynamic, int8, qat-int8).
+      variant: variant name (``edgetl.export.variants``).
       file: the ``.tflite`` file name (in the run's export folder).
       size_bytes: file size.
       accuracy: top-1 on the validation split, measured by running this file.
@@ -52,7 +47,7 @@ class VariantRow:
       p50_ms: median latency at ``threads`` (the fastest thread count measured).
       p90_ms: 90th percentile latency at ``threads``.
       threads: the thread count of ``p50_ms``/``p90_ms``.
-      speedup: the fp32 file's best p50 divided by this file's best p50.
+      speedup: the reference (fp32) file's best p50 divided by this file's best p50.
       agreement: share of validation images where this file's top-1 equals
         the Keras float model's (from the export's verification).
       flagged: the export flagged this file's accuracy drop.
@@ -182,7 +177,7 @@ class Report:
                  f"Recommended: {self.recommended or '-'} ({self.reason})"]
         lines.extend(f"note: {note}" for note in self.notes)
         lines.extend(f"WARNING: {warning}" for warning in self.warnings)
-        lines.append(f"Report: {Path(self.run_dir) / REPORT_MD} (+ .json, .csv, plots/)")
+        lines.append(f"Report: {RunPaths.of(self.run_dir).report_md} (+ .json, .csv, plots/)")
         return "\n".join(lines)
 
     def to_markdown(self) -> str:
@@ -198,7 +193,7 @@ class Report:
             "images, and p is McNemar's exact test of that difference (p < 0.05: a measurable difference; "
             "otherwise the split cannot tell it from chance). Latency is the fastest thread count of the sweep "
             "below, the files measured interleaved in rounds; noise is the spread of the round medians, and a "
-            "'noisy' latency is not used to rank. Speed-up is against the fp32 file. Min runtime is the oldest "
+            f"'noisy' latency is not used to rank. Speed-up is against the {REFERENCE_VARIANT} file. Min runtime is the oldest "
             "TFLite runtime that loads the file (its `min_runtime_version`).",
             "",
             "| " + " | ".join(self.HEADERS) + " |",
@@ -380,12 +375,10 @@ def build_report(run_dir: Union[str, Path], config: ReportConfig = ReportConfig(
     """
     paths = RunPaths.of(run_dir)
     train = _read_json(paths.train_result, "train")
-    manifest = _read_json(paths.export / "manifest.json", "export")
+    manifest = _read_json(paths.manifest, "export")
     record = paths.load_dataset()
-    qat = paths.qat / "qat_result.json"
-    qat_result = _read_json(qat, "qat") if qat.is_file() else None
-    bench_file = paths.bench / BENCH_FILE
-    bench = _read_json(bench_file, "bench").get("results", []) if bench_file.is_file() else []
+    qat_result = _read_json(paths.qat_result, "qat") if paths.qat_result.is_file() else None
+    bench = _read_json(paths.bench_results, "bench").get("results", []) if paths.bench_results.is_file() else []
     run_config = {}
     if paths.config.is_file():
         from edgetl.config import load_yaml
@@ -397,8 +390,8 @@ def build_report(run_dir: Union[str, Path], config: ReportConfig = ReportConfig(
     for result in bench:
         by_file.setdefault(Path(result["model"]).name, []).append(result)
     best = {name: min(results, key=lambda r: r["p50_ms"]) for name, results in by_file.items()}
-    fp32_name = next((m["name"] for m in manifest["models"] if m["variant"] == "fp32"), None)
-    fp32_best = best.get(fp32_name)
+    reference_name = next((m["name"] for m in manifest["models"] if m["variant"] == REFERENCE_VARIANT), None)
+    reference_best = best.get(reference_name)
     float_accuracy = train.get("val_accuracy")
 
     rows, warnings, notes = [], [], []
@@ -415,7 +408,7 @@ def build_report(run_dir: Union[str, Path], config: ReportConfig = ReportConfig(
         float_ci = wilson_interval(sum(keras_correct), len(keras_correct))
     for model in manifest["models"]:
         name = model["name"]
-        evaluation_file = paths.root / EVAL_DIR / f"{model['variant']}.json"
+        evaluation_file = paths.eval_result(model["variant"])
         accuracy = images = interval = paired = None
         if evaluation_file.is_file():
             evaluation = _read_json(evaluation_file, "eval")
@@ -430,7 +423,7 @@ def build_report(run_dir: Union[str, Path], config: ReportConfig = ReportConfig(
             delta_pts=round((accuracy - float_accuracy) * 100, 2) if accuracy is not None and float_accuracy is not None else None,
             p50_ms=fastest["p50_ms"] if fastest else None, p90_ms=fastest["p90_ms"] if fastest else None,
             threads=fastest["threads"] if fastest else None,
-            speedup=round(fp32_best["p50_ms"] / fastest["p50_ms"], 3) if fastest and fp32_best else None,
+            speedup=round(reference_best["p50_ms"] / fastest["p50_ms"], 3) if fastest and reference_best else None,
             agreement=model.get("agreement"), flagged=bool(model.get("flagged")), sha256=model["sha256"],
             images=images, accuracy_ci=interval, vs_float=paired,
             noise=fastest.get("noise") if fastest else None,
@@ -525,11 +518,11 @@ def write_report(report: Report, plots: bool = True) -> List[Path]:
     written: List[Path] = []
     if plots:
         report.plots = [str(p.relative_to(paths.root)) for p in _plots(report, paths)]
-    for name, text in ((REPORT_MD, report.to_markdown()), (REPORT_CSV, report.to_csv())):
-        write_text(paths.root / name, text)
-        written.append(paths.root / name)
-    write_json(paths.root / REPORT_JSON, report.to_dict())
-    written.append(paths.root / REPORT_JSON)
+    for path, text in ((paths.report_md, report.to_markdown()), (paths.report_csv, report.to_csv())):
+        write_text(path, text)
+        written.append(path)
+    write_json(paths.report_json, report.to_dict())
+    written.append(paths.report_json)
     return written + [paths.root / p for p in report.plots]
 
 
@@ -539,14 +532,14 @@ def _plots(report: Report, paths: RunPaths) -> List[Path]:
     out: List[Path] = []
     points = [(r.variant, r.p50_ms, r.accuracy, r.size_bytes) for r in report.rows if r.p50_ms is not None and r.accuracy is not None]
     if points:
-        out.append(plot_accuracy_latency(points, paths.plots / "accuracy_latency.png", report.float_accuracy, report.recommended))
+        out.append(plot_accuracy_latency(points, paths.accuracy_latency_plot, report.float_accuracy, report.recommended))
     if report.recommended:
-        evaluation = json.loads((paths.root / EVAL_DIR / f"{report.recommended}.json").read_text(encoding="utf-8"))
+        evaluation = json.loads(paths.eval_result(report.recommended).read_text(encoding="utf-8"))
         rows = [m["name"] for m in evaluation["per_class"]]
         out.append(plot_confusion_matrix(
-            evaluation["confusion"], rows, paths.plots / f"confusion_matrix_{report.recommended}.png",
+            evaluation["confusion"], rows, paths.variant_confusion_plot(report.recommended),
             title=f"{report.recommended} file, validation top-1 {evaluation['top1']:.3f}", columns=evaluation["columns"]))
-    curves = paths.plots / "training_curves.png"
+    curves = paths.training_curves
     if curves.is_file():
         out.append(curves)
     return out

@@ -1,4 +1,4 @@
-"""The on-disk layout of one run directory, as a single Paths object (no TensorFlow).
+"""The on-disk layout of one run directory: every file and folder name of a run, in one Paths object (no TensorFlow).
 
 runs/NAME/
   config.yaml            resolved configuration of every stage that ran
@@ -6,12 +6,19 @@ runs/NAME/
   labels.txt             one class name per line, in output order
   model.keras            the trained float Keras model (stage `train`)
   train_result.json      accuracy, per-class accuracy, confusion matrix, history
-  checkpoints/           resumable training state and best weights
-  logs/                  TensorBoard events and history.csv
-  plots/                 training_curves.png, confusion_matrix.png
-  qat/                   QAT Keras model and its result (stage `qat`)
+  run.json               `edgetl run`'s record of each stage (key, token, time)
+  report.md/.json/.csv   `edgetl run`'s comparison report
+  checkpoints/           resumable training state, features and best weights
+  logs/                  TensorBoard events and <stage>_history.csv
+  plots/                 training curves, confusion matrices, accuracy vs latency
+  store/                 decoded images, one folder per input size (edgetl.data.store)
+  qat/                   model.h5 and qat_result.json (stage `qat`)
   export/                .tflite variants, labels.txt, manifest.json (stage `export`)
-  bench/                 benchmark results
+  eval/                  <variant>.json: each exported file on the validation split (stage `eval`)
+  bench/                 bench.json (stage `bench`)
+
+Modules ask ``RunPaths`` for a path instead of joining names themselves, so
+this docstring is the whole layout.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from edgetl.errors import RunDirError
 
 @dataclasses.dataclass(frozen=True)
 class RunPaths:
-    """Every path of a run directory.
+    """Every path of a run directory (see the module docstring for the layout).
 
     Attributes:
       root: the run directory.
@@ -34,21 +41,70 @@ class RunPaths:
 
     root: Path
 
+    # File names inside their folders, for code that builds a path elsewhere (``--out`` of export/qat).
+    QAT_MODEL = "model.h5"
+    QAT_RESULT = "qat_result.json"
+    MANIFEST = "manifest.json"
+    LABELS = "labels.txt"
+    BENCH_RESULTS = "bench.json"
+    REPORTS = ("report.md", "report.json", "report.csv")
+
     @classmethod
     def of(cls, root: Union[str, Path]) -> "RunPaths":
         return cls(Path(root))
 
     config = property(lambda self: self.root / "config.yaml")
     dataset = property(lambda self: self.root / "dataset.json")
-    labels = property(lambda self: self.root / "labels.txt")
+    labels = property(lambda self: self.root / self.LABELS)
     model = property(lambda self: self.root / "model.keras")
     train_result = property(lambda self: self.root / "train_result.json")
+    state = property(lambda self: self.root / "run.json")
+    report_md = property(lambda self: self.root / self.REPORTS[0])
+    report_json = property(lambda self: self.root / self.REPORTS[1])
+    report_csv = property(lambda self: self.root / self.REPORTS[2])
     checkpoints = property(lambda self: self.root / "checkpoints")
     logs = property(lambda self: self.root / "logs")
     plots = property(lambda self: self.root / "plots")
+    store = property(lambda self: self.root / "store")
     qat = property(lambda self: self.root / "qat")
+    qat_model = property(lambda self: self.qat / self.QAT_MODEL)
+    qat_result = property(lambda self: self.qat / self.QAT_RESULT)
     export = property(lambda self: self.root / "export")
+    manifest = property(lambda self: self.export / self.MANIFEST)
+    eval = property(lambda self: self.root / "eval")
     bench = property(lambda self: self.root / "bench")
+    bench_results = property(lambda self: self.bench / self.BENCH_RESULTS)
+    train_state = property(lambda self: self.checkpoints / "state.json")
+    training_curves = property(lambda self: self.plots / "training_curves.png")
+    confusion_plot = property(lambda self: self.plots / "confusion_matrix.png")
+    accuracy_latency_plot = property(lambda self: self.plots / "accuracy_latency.png")
+
+    def eval_result(self, variant: str) -> Path:
+        """``eval/<variant>.json``: one exported file evaluated on the validation split."""
+        return self.eval / f"{variant}.json"
+
+    def variant_confusion_plot(self, variant: str) -> Path:
+        """``plots/confusion_matrix_<variant>.png``."""
+        return self.plots / f"confusion_matrix_{variant}.png"
+
+    def history(self, stage: str) -> Path:
+        """``logs/<stage>_history.csv``: Keras' CSVLogger of a training stage."""
+        return self.logs / f"{stage}_history.csv"
+
+    def backup(self, stage: str) -> Path:
+        """``checkpoints/<stage>_backup``: Keras' BackupAndRestore folder of a training stage."""
+        return self.checkpoints / f"{stage}_backup"
+
+    def weights(self, stage: str, which: str) -> Path:
+        """``checkpoints/<stage>_<which>.h5``: a training stage's 'best' or 'final' weights."""
+        return self.checkpoints / f"{stage}_{which}.h5"
+
+    def features(self, split: str, view: int = 0) -> Path:
+        """``checkpoints/features_<split>[_view<v>].npy``: cached backbone features of a split (stage 1).
+
+        ``view`` is the ``edgetl.data.pipeline.dihedral`` index of a fixed flipped/rotated view (0 = as is).
+        """
+        return self.checkpoints / (f"features_{split}.npy" if view == 0 else f"features_{split}_view{view}.npy")
 
     def require_model(self) -> Path:
         """The trained Keras model, or a RunDirError saying how to make one."""

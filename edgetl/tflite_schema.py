@@ -51,7 +51,9 @@ def object_api() -> ModuleType:
         from ai_edge_litert import schema_py_generated as schema
     except ImportError:
         try:
-            from tensorflow.lite.python import schema_py_generated as schema
+            from edgetl import _internals
+
+            schema = _internals.tensorflow_tflite_schema()
         except ImportError as e:
             raise MissingDependencyError(
                 "Writing metadata into a .tflite file needs the TFLite schema's object API from the ai-edge-litert "

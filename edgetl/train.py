@@ -41,7 +41,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from edgetl import __version__
+from edgetl import __version__, _internals
 from edgetl._atomic import atomic_path, write_json, write_text
 from edgetl.config import DataConfig, ModelConfig, TrainConfig, dump_yaml, load_yaml, to_dict
 from edgetl.data.folder import ImageFolder, keep_usable, scan_candidates, scan_folder
@@ -54,7 +54,7 @@ from edgetl.errors import ConfigError
 from edgetl.metrics import classification_metrics
 from edgetl.model import head as head_lib
 from edgetl.model.keras import keras, tf
-from edgetl.model_card import labels_text
+from edgetl.model_metadata import labels_text
 from edgetl.run_dir import DatasetRecord, RunPaths
 from edgetl.stats import split_size_note
 
@@ -109,35 +109,6 @@ class TrainResult:
             f"run directory: {self.run_dir} (config.yaml, labels.txt, plots/, logs/)",
         ]
         return "\n".join(lines)
-
-
-class _Progress(keras.callbacks.Callback):
-    """A tqdm bar per epoch plus one summary line per epoch (also without a TTY)."""
-
-    def __init__(self, stage: str, echo: Callable[[str], None]):
-        super().__init__()
-        self.stage = stage
-        self.echo = echo
-        self.bar = None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        from tqdm import tqdm
-
-        total = self.params.get("epochs")
-        self.bar = tqdm(total=self.params.get("steps"), desc=f"{self.stage} {epoch + 1}/{total}", unit="step", leave=False, disable=None)
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.bar is not None:
-            self.bar.update(1)
-            if logs:
-                self.bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items() if k in ("loss", "accuracy")})
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.bar is not None:
-            self.bar.close()
-        logs = logs or {}
-        shown = " ".join(f"{k}={v:.4f}" for k, v in logs.items() if k in ("loss", "accuracy", "val_loss", "val_accuracy"))
-        self.echo(f"[{self.stage}] epoch {epoch + 1}/{self.params.get('epochs')} {shown}")
 
 
 def get_strategy(name: str):
@@ -231,34 +202,35 @@ def _history_from_csv(path: Path) -> Dict[str, List[float]]:
     return history
 
 
-class _AtomicCheckpoint(keras.callbacks.ModelCheckpoint):
-    """ModelCheckpoint that saves to a temp file and renames it: a kill mid-save never leaves a corrupt best .h5."""
-
-    def _save_handler(self, filepath):
-        with atomic_path(filepath, suffix=".h5") as tmp:
-            super()._save_handler(str(tmp))
-
-
 def _callbacks(paths: RunPaths, work: RunPaths, stage: str, config: TrainConfig, best_path: Path, echo,
-               initial_best: Optional[float]):
+               initial_best: Optional[float], epochs: int, progress: bool = True):
     """Keras callbacks of a stage; ``paths`` is the run directory, ``work`` where this worker writes."""
+    def epoch_line(epoch, logs):
+        shown = " ".join(f"{k}={v:.4f}" for k, v in (logs or {}).items() if k in ("loss", "accuracy", "val_loss", "val_accuracy"))
+        echo(f"[{stage}] epoch {epoch + 1}/{epochs} {shown}")
+
     callbacks = [
         # Every worker names the chief's backup folder: Keras restores all of them from it and sends the
         # other workers' writes to temporary sub-folders it deletes (tf_keras worker_training_state).
-        keras.callbacks.BackupAndRestore(str(paths.checkpoints / f"{stage}_backup")),
-        _AtomicCheckpoint(
-            str(best_path), monitor="val_accuracy", mode="max", save_best_only=True, save_weights_only=True,
+        keras.callbacks.BackupAndRestore(str(paths.backup(stage))),
+        # A kill mid-save never leaves a corrupt best .h5: every save goes to a temporary file first.
+        _internals.atomic_model_checkpoint(
+            filepath=str(best_path), monitor="val_accuracy", mode="max", save_best_only=True, save_weights_only=True,
             initial_value_threshold=initial_best,
         ),
-        keras.callbacks.CSVLogger(str(work.logs / f"{stage}_history.csv"), append=True),
-        _Progress(stage, echo),
+        keras.callbacks.CSVLogger(str(work.history(stage)), append=True),
+        keras.callbacks.LambdaCallback(on_epoch_end=epoch_line),  # one line per epoch, also without a TTY
     ]
+    if progress:
+        from tqdm.keras import TqdmCallback
+
+        callbacks.append(TqdmCallback(epochs=epochs, desc=stage, leave=False, disable=None))
     if config.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience))
     return callbacks
 
 
-def _predict_batches(model, dataset, steps: int, desc: str) -> np.ndarray:
+def _predict_batches(model, dataset, steps: int, desc: str, progress: bool = True) -> np.ndarray:
     """``model`` on every batch of ``dataset``, concatenated (float32 numpy).
 
     A compiled loop in this process rather than ``Model.predict``: under a
@@ -269,7 +241,7 @@ def _predict_batches(model, dataset, steps: int, desc: str) -> np.ndarray:
 
     infer = tf.function(lambda images: model(images, training=False), reduce_retracing=True)
     outputs = [infer(images).numpy() for images, _ in tqdm(dataset, total=steps, desc=desc, unit="batch",
-                                                           leave=False, disable=None)]
+                                                           leave=False, disable=None if progress else True)]
     if not outputs:
         return np.zeros((0,) + tuple(model.output_shape[1:]), np.float32)
     return np.concatenate(outputs)
@@ -315,7 +287,7 @@ def feature_views(data: DataConfig, config: TrainConfig) -> Tuple[int, ...]:
     return views[:config.feature_views] if config.feature_views else views
 
 
-def _extract_features(model, dataset, cache_file: Path, count: int, echo, steps: int = 0,
+def _extract_features(model, dataset, cache_file: Path, count: int, echo, steps: int = 0, progress: bool = True,
                       what: str = "") -> np.ndarray:
     """Pooled backbone features of un-augmented images, cached on disk for resumes (N x channels float32)."""
     if cache_file.is_file():
@@ -323,20 +295,21 @@ def _extract_features(model, dataset, cache_file: Path, count: int, echo, steps:
         if features.shape[0] == count:
             return features
     echo(f"computing backbone features once for {count} images{what} ...")
-    features = _predict_batches(head_lib.feature_extractor(model), dataset, steps, "backbone features")
+    features = _predict_batches(head_lib.feature_extractor(model), dataset, steps, "backbone features", progress)
     with atomic_path(cache_file, suffix=".npy") as tmp:
         np.save(tmp, features)
     return features
 
 
 def _train_head(model, splits, datasets, data: DataConfig, config: TrainConfig, paths: RunPaths, work: RunPaths,
-                weights_by_class, echo, strategy=None, view_dataset=None):
+                weights_by_class, echo, strategy=None, progress: bool = True, view_dataset=None):
     """Stage 1: the head alone, on cached features (of ``feature_views``) or through the frozen backbone.
 
     ``view_dataset(view)`` gives the un-shuffled training images under a fixed ``dihedral`` view.
     """
-    best_path = work.checkpoints / f"{STAGE1}_best.h5"
-    callbacks = _callbacks(paths, work, STAGE1, config, best_path, echo, _best_from_csv(paths.logs / f"{STAGE1}_history.csv"))
+    best_path = work.weights(STAGE1, "best")
+    callbacks = _callbacks(paths, work, STAGE1, config, best_path, echo, _best_from_csv(paths.history(STAGE1)),
+                           config.epochs, progress)
     optimizer = keras.optimizers.Adam(config.learning_rate)
     if config.cache_features:
         steps = -(-len(splits.train) // data.batch_size)
@@ -345,14 +318,12 @@ def _train_head(model, splits, datasets, data: DataConfig, config: TrainConfig, 
         # Each view is a fixed flip or 90-degree rotation of every training image: the only augmentation
         # features computed once can carry. The validation split stays as it is, as the device will see it.
         train_features = np.concatenate([
-            _extract_features(local, view_dataset(view), work.checkpoints / ("features_train.npy" if view == 0 else
-                                                                           f"features_train_view{view}.npy"),
-                              len(splits.train), echo, steps,
-                              f" (view {position + 1} of {len(views)})" if len(views) > 1 else "")
+            _extract_features(local, view_dataset(view), work.features("train", view), len(splits.train), echo, steps,
+                              progress, f" (view {position + 1} of {len(views)})" if len(views) > 1 else "")
             for position, view in enumerate(views)])
         train_labels = np.tile(np.asarray(splits.train.labels), len(views))
-        val_features = _extract_features(local, datasets["val"], work.checkpoints / "features_val.npy", len(splits.val),
-                                         echo, -(-len(splits.val) // data.batch_size))
+        val_features = _extract_features(local, datasets["val"], work.features("val"), len(splits.val),
+                                         echo, -(-len(splits.val) // data.batch_size), progress)
         trainable = head_lib.head_model(model)
         trainable.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         trainable.fit(
@@ -374,7 +345,7 @@ def _train_head(model, splits, datasets, data: DataConfig, config: TrainConfig, 
 
 
 def _fine_tune(model, datasets, config: TrainConfig, paths: RunPaths, work: RunPaths, weights_by_class, echo,
-               stage1_best: Optional[float], strategy=None) -> bool:
+               stage1_best: Optional[float], strategy=None, progress: bool = True) -> bool:
     """Stage 2: unfreeze the top layers and train on augmented images.
 
     Returns:
@@ -387,10 +358,10 @@ def _fine_tune(model, datasets, config: TrainConfig, paths: RunPaths, work: RunP
     if config.lr_schedule == "cosine":
         learning_rate = keras.optimizers.schedules.CosineDecay(config.fine_tune_learning_rate, max(steps, 1))
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    best_path = work.checkpoints / f"{STAGE2}_best.h5"
-    initial = _best_from_csv(paths.logs / f"{STAGE2}_history.csv")
+    best_path = work.weights(STAGE2, "best")
+    initial = _best_from_csv(paths.history(STAGE2))
     initial = max(v for v in (initial, stage1_best, 0.0) if v is not None)
-    callbacks = _callbacks(paths, work, STAGE2, config, best_path, echo, initial)
+    callbacks = _callbacks(paths, work, STAGE2, config, best_path, echo, initial, config.fine_tune_epochs, progress)
     callbacks.append(keras.callbacks.TensorBoard(str(work.logs / "tensorboard"), profile_batch=0, write_graph=False))
     model.fit(
         datasets["train"], epochs=config.fine_tune_epochs, validation_data=datasets["val"],
@@ -405,7 +376,7 @@ def _fine_tune(model, datasets, config: TrainConfig, paths: RunPaths, work: RunP
 
 
 def _read_state(paths: RunPaths) -> Dict[str, object]:
-    state_file = paths.checkpoints / "state.json"
+    state_file = paths.train_state
     try:
         return json.loads(state_file.read_text()) if state_file.is_file() else {}
     except ValueError:
@@ -413,12 +384,12 @@ def _read_state(paths: RunPaths) -> Dict[str, object]:
 
 
 def _write_state(paths: RunPaths, state: Dict[str, object]) -> None:
-    write_json(paths.checkpoints / "state.json", state)
+    write_json(paths.train_state, state)
 
 
 def _has_checkpoints(paths: RunPaths) -> bool:
     return paths.checkpoints.is_dir() and any(
-        p.name != "state.json" for p in paths.checkpoints.iterdir())
+        p != paths.train_state for p in paths.checkpoints.iterdir())
 
 
 def train(
@@ -428,6 +399,7 @@ def train(
     out: str,
     fresh: bool = False,
     echo: Callable[[str], None] = print,
+    progress: bool = True,
 ) -> TrainResult:
     """Trains a classifier on an image folder and saves everything under ``out``.
 
@@ -441,6 +413,8 @@ def train(
       fresh: delete checkpoints in ``out`` and start over (the decoded store is
         kept: it is keyed by each file's content and the decode settings).
       echo: where progress lines go (``click.echo`` in the CLI).
+      progress: show progress bars (``tqdm``; off with ``--no-progress``). The
+        one line per epoch goes to ``echo`` either way.
 
     Returns:
       TrainResult with the validation metrics and artifact paths.
@@ -472,14 +446,14 @@ def train(
         echo(f"{role.task} of {role.workers} workers: the chief writes {paths.root}; this worker keeps its files in "
              f"{temporary} until training ends")
     try:
-        return _train(data, model, train_config, paths, work, role, strategy, resolved, sections, fresh, echo)
+        return _train(data, model, train_config, paths, work, role, strategy, resolved, sections, fresh, echo, progress)
     finally:
         if temporary is not None:
             shutil.rmtree(temporary, ignore_errors=True)
 
 
 def _train(data: DataConfig, model: ModelConfig, train_config: TrainConfig, paths: RunPaths, work: RunPaths,
-           role: WorkerRole, strategy, resolved, sections, fresh: bool, echo) -> TrainResult:
+           role: WorkerRole, strategy, resolved, sections, fresh: bool, echo, progress: bool = True) -> TrainResult:
     if fresh and role.chief:
         for stale in (paths.checkpoints, paths.logs):
             shutil.rmtree(stale, ignore_errors=True)
@@ -494,7 +468,7 @@ def _train(data: DataConfig, model: ModelConfig, train_config: TrainConfig, path
     for folder in (work.root, work.checkpoints, work.logs, work.plots):
         folder.mkdir(parents=True, exist_ok=True)
     store = ImageStore(store_folder(work.root, size), size, echo=echo)
-    splits, identity = _load_data(data, store, progress=True)
+    splits, identity = _load_data(data, store, progress=progress)
     echo(splits.train.summary() if not data.val_path else f"{splits.train.summary()}\n{splits.val.summary()}")
     echo(f"split: {len(splits.train)} train / {len(splits.val)} val images (seed {data.seed})")
     small = split_size_note(len(splits.val), splits.val.counts())
@@ -551,7 +525,7 @@ def _train(data: DataConfig, model: ModelConfig, train_config: TrainConfig, path
     stage_seconds: Dict[str, float] = {}
     # Written to this worker's folder; read back from the chief's when a stage is skipped, so every
     # worker takes the same branch.
-    stage1_weights = work.checkpoints / f"{STAGE1}_final.h5"
+    stage1_weights = work.weights(STAGE1, "final")
     if train_config.epochs > 0:
         if state.get(STAGE1) == "done" and (paths.checkpoints / stage1_weights.name).is_file():
             classifier.load_weights(str(paths.checkpoints / stage1_weights.name))
@@ -559,6 +533,7 @@ def _train(data: DataConfig, model: ModelConfig, train_config: TrainConfig, path
             started = time.perf_counter()
             with strategy.scope():
                 _train_head(classifier, splits, datasets, data, train_config, paths, work, weights_by_class, echo, strategy,
+                            progress,
                             lambda view: store_dataset(store, train_rows, splits.train.labels, data.batch_size, view=view))
             with atomic_path(stage1_weights, suffix=".h5") as tmp:
                 classifier.save_weights(str(tmp))
@@ -570,7 +545,7 @@ def _train(data: DataConfig, model: ModelConfig, train_config: TrainConfig, path
         started = time.perf_counter()
         with strategy.scope():
             improved = _fine_tune(classifier, datasets, train_config, paths, work, weights_by_class, echo,
-                                  _best_from_csv(paths.logs / f"{STAGE1}_history.csv"), strategy)
+                                  _best_from_csv(paths.history(STAGE1)), strategy, progress)
         stage1_file = stage1_weights if stage1_weights.is_file() else paths.checkpoints / stage1_weights.name
         if not improved and stage1_file.is_file():
             echo("fine-tuning did not beat the head-only validation accuracy; keeping the stage-1 weights")
@@ -580,25 +555,25 @@ def _train(data: DataConfig, model: ModelConfig, train_config: TrainConfig, path
         _write_state(work, state)
         stage_seconds[STAGE2] = time.perf_counter() - started
     elif state.get(STAGE2) == "done":
-        best = paths.checkpoints / f"{STAGE2}_best.h5"
+        best = paths.weights(STAGE2, "best")
         if best.is_file():
             head_lib.set_fine_tune(classifier, train_config.fine_tune_layers)
             classifier.load_weights(str(best))
 
     classifier = _local_copy(classifier, strategy)
-    scores = _predict_batches(classifier, datasets["val"], -(-len(splits.val) // data.batch_size), "validation")
+    scores = _predict_batches(classifier, datasets["val"], -(-len(splits.val) // data.batch_size), "validation", progress)
     metrics = classification_metrics(splits.val.labels, scores, splits.class_names)
     classifier.trainable = False
     with atomic_path(work.model, suffix=".keras") as tmp:
         classifier.save(str(tmp))
-    history = {stage: _history_from_csv(work.logs / f"{stage}_history.csv") for stage in (STAGE1, STAGE2)}
+    history = {stage: _history_from_csv(work.history(stage)) for stage in (STAGE1, STAGE2)}
     history = {stage: values for stage, values in history.items() if values}
 
     from edgetl.plots import plot_confusion_matrix, plot_training_curves
 
     if history:
-        plot_training_curves(history, work.plots / "training_curves.png")
-    plot_confusion_matrix(metrics.confusion_matrix, splits.class_names, work.plots / "confusion_matrix.png",
+        plot_training_curves(history, work.training_curves)
+    plot_confusion_matrix(metrics.confusion_matrix, splits.class_names, work.confusion_plot,
                           title=f"validation, accuracy {metrics.accuracy:.3f}")
     result = TrainResult(
         run_dir=str(paths.root), model_path=str(paths.model), class_names=list(splits.class_names),

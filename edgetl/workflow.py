@@ -1,17 +1,19 @@
 """``edgetl run``: image folder -> train -> qat -> export -> eval -> bench -> report, resumable stage by stage.
 
-Each stage records in ``RUN/run.json`` a key of the settings it ran with and
-a token that changes whenever it runs again. A stage is skipped when its key
-matches (settings and upstream tokens unchanged) and its outputs are on disk
-and intact (the exported files' sha256 included), so re-running the same
-command after a failure continues where it stopped and a finished run is only
-re-reported. The training stage's key also holds the data's identity
-(``edgetl.data.identity``: class list, every image's content digest, decode
-settings), computed without decoding: added, removed or edited images and
-added or renamed classes retrain, and through the tokens every later stage
-runs again, with one line naming what changed. Other settings on a finished
-run are refused (``--fresh`` or another ``--out``). TensorFlow is imported only
-by the stages that need it.
+The run is a list of ``Stage`` objects (``STAGES``) executed in one loop.
+Each stage says what its result depends on (``key``: its settings and the
+tokens of the stages before it), whether its outputs are on disk and intact
+(``outputs_ok``: the exported files' sha256 included), how to run it and what
+to record. ``RUN/run.json`` keeps each stage's key and a token that changes
+whenever it runs again. A stage is skipped when its key matches and its
+outputs are intact, so re-running the same command after a failure continues
+where it stopped and a finished run is only re-reported. The training stage's
+key also holds the data's identity (``edgetl.data.identity``: class list,
+every image's content digest, decode settings), computed without decoding:
+added, removed or edited images and added or renamed classes retrain, and
+through the tokens every later stage runs again, with one line naming what
+changed. Other settings on a finished run are refused (``--fresh`` or another
+``--out``). TensorFlow is imported only by the stages that need it.
 """
 
 from __future__ import annotations
@@ -30,12 +32,8 @@ from edgetl import __version__
 from edgetl._atomic import file_sha256, write_json, write_text
 from edgetl.config import DataConfig, ExportConfig, ModelConfig, QATConfig, ReportConfig, TrainConfig, dump_yaml, to_dict
 from edgetl.errors import ConfigError, RunDirError
-from edgetl.report import BENCH_FILE, EVAL_DIR, REPORT_CSV, REPORT_JSON, REPORT_MD, Report, build_report, write_report
+from edgetl.report import Report, build_report, write_report
 from edgetl.run_dir import RunPaths
-
-STAGES = ("train", "qat", "export", "eval", "bench", "report")
-STATE_FILE = "run.json"
-ALL_VARIANTS = ("fp32", "fp16", "dynamic", "int8", "qat-int8")
 
 
 @dataclasses.dataclass
@@ -91,7 +89,7 @@ def check_plan(configs: Mapping[str, Any]) -> List[str]:
       ConfigError: naming the setting and the fix.
       UnknownBackboneError: the backbone is not registered.
     """
-    from edgetl.export.variants import get_variant
+    from edgetl.export.variants import VARIANTS, get_variant
     from edgetl.model.registry import get
 
     model: ModelConfig = configs["model"]
@@ -108,17 +106,18 @@ def check_plan(configs: Mapping[str, Any]) -> List[str]:
         raise ConfigError("train.epochs is 0 and fine-tuning is off: nothing would be trained. "
                           "Set --epochs (head) or --fine-tune-epochs with --fine-tune-layers.")
     variants = [get_variant(name) for name in export.variants]
-    if export.edgetpu and not any(v.edgetpu_compilable for v in variants):
+    if export.edgetpu and not any(v.edgetpu_compatible for v in variants):
+        compatible = [name for name, variant in VARIANTS.items() if variant.edgetpu_compatible]
         raise ConfigError(
-            f"export.edgetpu is on but no integer variant is exported ({', '.join(export.variants)}): the Edge TPU runs "
-            f"only full-integer models. Add int8 or qat-int8 to --variants, or drop --edgetpu."
+            f"export.edgetpu is on but no 8-bit integer variant is exported ({', '.join(export.variants)}): the Edge TPU "
+            f"runs only full-integer 8-bit models. Add {' or '.join(compatible)} to --variants, or drop --edgetpu."
         )
     if export.out_dir:
         raise ConfigError(f"export.out_dir='{export.out_dir}' is not used by `edgetl run` (its files go to RUN/export, "
                           f"where the report reads them); remove it from the recipe.")
     notes = []
-    if export.edgetpu and any(not v.edgetpu_compilable for v in variants):
-        notes.append("Edge TPU: only the integer variants are compiled; the float ones are exported for comparison.")
+    if export.edgetpu and any(not v.edgetpu_compatible for v in variants):
+        notes.append("Edge TPU: only the 8-bit integer variants are compiled; the others are exported for comparison.")
     return notes
 
 
@@ -142,7 +141,7 @@ class _State:
     """``run.json``: per-stage key, token and finish time, written atomically after each stage."""
 
     def __init__(self, paths: RunPaths):
-        self.file = paths.root / STATE_FILE
+        self.file = paths.state
         self.data: Dict[str, Any] = {"edgetl_version": __version__, "stages": {}}
         if self.file.is_file():
             try:
@@ -166,52 +165,328 @@ class _State:
         write_json(self.file, self.data)
 
 
-def _train_outputs_ok(paths: RunPaths) -> bool:
-    return paths.model.is_file() and paths.train_result.is_file() and paths.dataset.is_file()
+@dataclasses.dataclass
+class RunContext:
+    """What the stages of one ``edgetl run`` share.
+
+    Attributes:
+      configs: every stage's config, by section.
+      paths: the run directory.
+      state: ``run.json``.
+      role: this process's part in a multi-worker run (``edgetl.cluster``).
+      fresh: ``--fresh`` was given.
+      echo: progress lines.
+      progress: progress bars.
+      manifest: the export's manifest, once the export stage is done.
+      records: what each stage did so far.
+      report: the report, once the report stage is done.
+      report_files: the files it wrote.
+    """
+
+    configs: Dict[str, Any]
+    paths: RunPaths
+    state: _State
+    role: Any
+    fresh: bool
+    echo: Callable[[str], None]
+    progress: bool
+    manifest: Optional[Dict[str, Any]] = None
+    records: List["StageRecord"] = dataclasses.field(default_factory=list)
+    report: Optional[Report] = None
+    report_files: List[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def wants_qat(self) -> bool:
+        from edgetl.export.variants import get_variant
+
+        return any(get_variant(name).needs_qat for name in self.configs["export"].variants)
+
+    @property
+    def threads(self) -> Tuple[int, ...]:
+        from edgetl.runtime.environment import usable_cores
+
+        return self.configs["report"].threads or tuple(dict.fromkeys((1, usable_cores())))
 
 
-def _qat_outputs_ok(paths: RunPaths) -> bool:
-    model = paths.qat / "model.h5"
-    return (model.is_file() and (paths.qat / "qat_result.json").is_file()
-            and model.stat().st_mtime >= paths.model.stat().st_mtime)
+class Stage:
+    """One stage of ``edgetl run``: the loop in ``run_configs`` calls these in order.
+
+    Attributes:
+      name: the stage's name in ``run.json``, the records and the headers.
+      always: run even when its key matches (cheap, and its rule may change).
+      every_worker: in a multi-worker run, every worker runs it (else the chief alone).
+    """
+
+    name = ""
+    always = False
+    every_worker = False
+
+    def off(self, run: RunContext) -> Optional[Tuple[str, str]]:
+        """``(record detail, header text)`` when the stage is not wanted in this run, else None."""
+        return None
+
+    def key(self, run: RunContext) -> str:
+        """What the stage's result depends on: its settings and the tokens of the stages it reads."""
+        raise NotImplementedError
+
+    def outputs_ok(self, run: RunContext) -> bool:
+        """Whether its outputs are on disk and intact."""
+        raise NotImplementedError
+
+    def skipped(self, run: RunContext) -> Tuple[str, str]:
+        """``(record detail, header text)`` of a stage skipped because its outputs are there."""
+        raise NotImplementedError
+
+    def describe(self, run: RunContext) -> str:
+        """The header text of a stage about to run."""
+        raise NotImplementedError
+
+    def run(self, run: RunContext) -> Tuple[str, Dict[str, Any]]:
+        """Runs the stage: ``(record detail, extra fields recorded in run.json)``."""
+        raise NotImplementedError
+
+    def after(self, run: RunContext) -> None:
+        """Called once the stage ran or was skipped, before the next stage."""
+
+
+class TrainStage(Stage):
+    name = "train"
+    every_worker = True
+
+    def key(self, run):
+        return _key(to_dict(run.configs["data"]), to_dict(run.configs["model"]), to_dict(run.configs["train"]))
+
+    def check(self, run: RunContext) -> None:
+        """Refuses other settings on a finished run before anything is done."""
+        previous = run.state.get(self.name)
+        if not run.fresh and previous.get("key") and previous["key"] != self.key(run) and self._files_ok(run.paths):
+            raise ConfigError(
+                f"Run directory '{run.paths.root}' was trained with other data/model/train settings "
+                f"(see {run.paths.config}). Pass --fresh to start over there, or choose another --out."
+            )
+
+    @staticmethod
+    def _files_ok(paths: RunPaths) -> bool:
+        return paths.model.is_file() and paths.train_result.is_file() and paths.dataset.is_file()
+
+    def outputs_ok(self, run):
+        if not self._files_ok(run.paths):
+            return False
+        from edgetl.data.identity import current_identity, describe_changes, recorded_identity
+        from edgetl.model.registry import get
+
+        model_config: ModelConfig = run.configs["model"]
+        size = get(model_config.backbone).resolve_size(model_config.size)
+        identity = current_identity(run.configs["data"].path, run.configs["data"].val_path, str(run.paths.root), size)
+        if run.state.get(self.name).get("data") == identity.key:
+            return True
+        run.echo(f"data changed since {run.paths.root} was trained: "
+                 f"{describe_changes(recorded_identity(run.paths), identity)}. Training again, and every stage after it.")
+        return False
+
+    def skipped(self, run):
+        train_result = json.loads(run.paths.train_result.read_text(encoding="utf-8"))
+        return f"val accuracy {train_result['val_accuracy']:.2%} (already trained)", f"skipped, {run.paths.model} is there"
+
+    def describe(self, run):
+        from edgetl.data.folder import check_layout
+
+        data_config: DataConfig = run.configs["data"]
+        check_layout(data_config.path, data_config.val_path, data_config.min_images_per_class)  # before TensorFlow loads
+        return f"{run.configs['model'].backbone} on {data_config.path}"
+
+    def run(self, run):
+        from edgetl.train import train
+
+        trained = train(run.configs["data"], run.configs["model"], run.configs["train"], out=str(run.paths.root),
+                        fresh=run.fresh, echo=run.echo, progress=run.progress)
+        if not run.role.chief:
+            return f"as {run.role.task}", {}
+        from edgetl.data.identity import recorded_identity
+
+        recorded = recorded_identity(run.paths)
+        return (f"val accuracy {trained.val_accuracy:.2%}" + (" (resumed)" if trained.resumed else ""),
+                {"data": recorded.key if recorded else ""})
+
+    def after(self, run):
+        if run.role.chief:
+            # The run's config.yaml holds every section, so it repeats this run as a recipe.
+            sections = {name: run.configs[name] for name in ("data", "model", "train", "qat", "export", "report")}
+            write_text(run.paths.config, dump_yaml({**sections, "edgetl_version": __version__}))
+
+
+class QATStage(Stage):
+    name = "qat"
+
+    def off(self, run):
+        if run.wants_qat:
+            return None
+        from edgetl.export.variants import qat_variant_names
+
+        names = " or ".join(qat_variant_names())
+        return f"{names} not in the variants", f"off ({names} not requested)"
+
+    def key(self, run):
+        return _key(to_dict(run.configs["qat"]), run.state.token("train"))
+
+    def outputs_ok(self, run):
+        paths = run.paths
+        return (paths.qat_model.is_file() and paths.qat_result.is_file()
+                and paths.qat_model.stat().st_mtime >= paths.model.stat().st_mtime)
+
+    def skipped(self, run):
+        return "QAT model already there", f"skipped, {run.paths.qat_model} is there"
+
+    def describe(self, run):
+        return f"{run.configs['qat'].epochs} epoch(s) at lr {run.configs['qat'].learning_rate:g}"
+
+    def run(self, run):
+        from edgetl.quant.qat import quantize_aware_finetune
+
+        qat = quantize_aware_finetune(str(run.paths.root), run.configs["qat"], echo=run.echo, progress=run.progress)
+        return (f"Keras QAT accuracy {qat.qat_accuracy:.2%}" if qat.qat_accuracy is not None else ""), {}
+
+
+class ExportStage(Stage):
+    name = "export"
+
+    def key(self, run):
+        return _key(to_dict(run.configs["export"]), run.state.token("train"),
+                    run.state.token("qat") if run.wants_qat else "")
+
+    def outputs_ok(self, run):
+        manifest = _manifest(run.paths)
+        variants = run.configs["export"].variants
+        if not manifest or sorted(m["variant"] for m in manifest.get("models", [])) != sorted(variants):
+            return False
+        for model in manifest["models"]:
+            path = run.paths.export / model["name"]
+            if not path.is_file() or path.stat().st_size != model["size_bytes"] or file_sha256(path) != model["sha256"]:
+                return False
+        return True
+
+    def skipped(self, run):
+        return f"{len(run.configs['export'].variants)} files already there", f"skipped, {run.paths.export} is complete"
+
+    def describe(self, run):
+        return ", ".join(run.configs["export"].variants)
+
+    def run(self, run):
+        from edgetl.export.tflite import export_run
+
+        exported = export_run(str(run.paths.root), run.configs["export"], echo=run.echo, progress=run.progress)
+        return f"{len(exported.variants)} files in {exported.out_dir}", {}
+
+    def after(self, run):
+        """Loads the manifest the later stages read."""
+        run.manifest = _manifest(run.paths)
+        if run.manifest is None:
+            raise RunDirError(f"'{run.paths.manifest}' is missing or damaged after export; run again with --fresh.")
+
+
+class EvalStage(Stage):
+    name = "eval"
+
+    def key(self, run):
+        return _key(run.state.token("export"), [m["sha256"] for m in run.manifest["models"]])
+
+    def outputs_ok(self, run):
+        for model in run.manifest["models"]:
+            try:
+                data = json.loads(run.paths.eval_result(model["variant"]).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                return False
+            if data.get("model_sha256") != model["sha256"]:
+                return False
+        return True
+
+    def skipped(self, run):
+        return "every file already evaluated", "skipped, every file already evaluated"
+
+    def describe(self, run):
+        val_images = len(run.paths.load_dataset().val)
+        return f"{len(run.manifest['models'])} files on {val_images} validation images"
+
+    def run(self, run):
+        from edgetl.data.store import open_run_store
+
+        record = run.paths.load_dataset()
+        val_paths, val_labels = record.paths_labels("val")
+        # The validation images training decoded: read from the run's store, not decoded again per file.
+        store = open_run_store(run.paths.root, record.image_size, val_paths, progress=run.progress, echo=run.echo)
+        accuracies = _evaluate_files(run.paths, run.manifest, val_paths, val_labels, record.class_names, run.progress,
+                                     run.echo, store)
+        return ", ".join(f"{v} {a:.2%}" for v, a in accuracies.items()), {}
+
+
+class BenchStage(Stage):
+    name = "bench"
+
+    def key(self, run):
+        config: ReportConfig = run.configs["report"]
+        return _key(run.state.token("export"), list(run.threads), config.delegate, config.bench_runs,
+                    config.bench_seconds, config.bench_rounds)
+
+    def outputs_ok(self, run):
+        try:
+            results = json.loads(run.paths.bench_results.read_text(encoding="utf-8"))["results"]
+        except (OSError, ValueError, KeyError):
+            return False
+        measured = {(r.get("model_sha256"), r.get("threads")) for r in results}
+        return all((m["sha256"], t) in measured for m in run.manifest["models"] for t in run.threads)
+
+    def skipped(self, run):
+        return "every file already benchmarked", "skipped, every file already benchmarked"
+
+    def describe(self, run):
+        return (f"{len(run.manifest['models'])} files x threads {','.join(map(str, run.threads))} "
+                f"({run.configs['report'].delegate})")
+
+    def run(self, run):
+        from edgetl.bench import BenchConfig, benchmark, results_json
+
+        report_config: ReportConfig = run.configs["report"]
+        config = BenchConfig(threads=run.threads, delegates=(report_config.delegate,), runs=report_config.bench_runs,
+                             min_seconds=report_config.bench_seconds,
+                             max_seconds=max(30.0, 10 * report_config.bench_seconds), keep_times=False,
+                             rounds=report_config.bench_rounds)
+        results = benchmark([str(run.paths.export / m["name"]) for m in run.manifest["models"]], config,
+                            progress=run.progress)
+        run.paths.bench.mkdir(parents=True, exist_ok=True)
+        write_json(run.paths.bench_results, results_json(results, times=False))
+        return f"{len(results)} measurements", {}
+
+
+class ReportStage(Stage):
+    name = "report"
+    always = True
+
+    def key(self, run):
+        return _key(to_dict(run.configs["report"]))
+
+    def describe(self, run):
+        config: ReportConfig = run.configs["report"]
+        return f"recommendation rule: {config.prefer} within {config.max_drop:g} pts of float"
+
+    def run(self, run):
+        versions = run.state.data.setdefault("versions", {})
+        if any(r.status == "ran" and r.name in ("train", "qat", "export") for r in run.records):
+            versions.update(_versions())  # the stack that produced the files, not whatever is installed later
+        report = build_report(run.paths.root, run.configs["report"], versions=versions)
+        run.report = report
+        run.report_files = [str(f) for f in write_report(report)]
+        return f"recommended: {report.recommended}", {}
+
+
+STAGES: Tuple[Stage, ...] = (TrainStage(), QATStage(), ExportStage(), EvalStage(), BenchStage(), ReportStage())
+STAGE_NAMES: Tuple[str, ...] = tuple(stage.name for stage in STAGES)
 
 
 def _manifest(paths: RunPaths) -> Optional[Dict[str, Any]]:
     try:
-        return json.loads((paths.export / "manifest.json").read_text(encoding="utf-8"))
+        return json.loads(paths.manifest.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-
-
-def _export_outputs_ok(paths: RunPaths, variants: Tuple[str, ...]) -> bool:
-    manifest = _manifest(paths)
-    if not manifest or sorted(m["variant"] for m in manifest.get("models", [])) != sorted(variants):
-        return False
-    for model in manifest["models"]:
-        path = paths.export / model["name"]
-        if not path.is_file() or path.stat().st_size != model["size_bytes"] or file_sha256(path) != model["sha256"]:
-            return False
-    return True
-
-
-def _eval_outputs_ok(paths: RunPaths, manifest: Dict[str, Any]) -> bool:
-    for model in manifest["models"]:
-        try:
-            data = json.loads((paths.root / EVAL_DIR / f"{model['variant']}.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return False
-        if data.get("model_sha256") != model["sha256"]:
-            return False
-    return True
-
-
-def _bench_outputs_ok(paths: RunPaths, manifest: Dict[str, Any], threads: Tuple[int, ...]) -> bool:
-    try:
-        results = json.loads((paths.bench / BENCH_FILE).read_text(encoding="utf-8"))["results"]
-    except (OSError, ValueError, KeyError):
-        return False
-    measured = {(r.get("model_sha256"), r.get("threads")) for r in results}
-    return all((m["sha256"], t) in measured for m in manifest["models"] for t in threads)
 
 
 def run(data: str, out: Optional[str] = None, recipe: Optional[str] = None,
@@ -259,7 +534,9 @@ def run_configs(configs: Mapping[str, Any], out: str, fresh: bool = False, echo:
     for name, value in defaults.items():
         configs.setdefault(name, value)
     if not configs["export"].variants:
-        configs["export"] = dataclasses.replace(configs["export"], variants=ALL_VARIANTS)
+        from edgetl.export.variants import DEFAULT_VARIANTS
+
+        configs["export"] = dataclasses.replace(configs["export"], variants=DEFAULT_VARIANTS)
     for note in check_plan(configs):
         echo(f"note: {note}")
     paths = RunPaths.of(out)
@@ -267,163 +544,37 @@ def run_configs(configs: Mapping[str, Any], out: str, fresh: bool = False, echo:
 
     role = worker_role(configs["train"].strategy)
     if fresh and role.chief:
-        for stale in (paths.qat, paths.export, paths.root / EVAL_DIR, paths.bench):
+        for stale in (paths.qat, paths.export, paths.eval, paths.bench):
             shutil.rmtree(stale, ignore_errors=True)
         # An old report must not describe files that are gone if this run stops before its own report.
-        for name in (STATE_FILE, REPORT_MD, REPORT_JSON, REPORT_CSV):
-            (paths.root / name).unlink(missing_ok=True)
-    state = _State(paths)
-    export_config: ExportConfig = configs["export"]
-    report_config: ReportConfig = configs["report"]
-    want_qat = "qat-int8" in export_config.variants
-    keys: Dict[str, str] = {}
-    keys["train"] = _key(to_dict(configs["data"]), to_dict(configs["model"]), to_dict(configs["train"]))
-    previous = state.get("train")
-    if not fresh and previous.get("key") and previous["key"] != keys["train"] and _train_outputs_ok(paths):
-        raise ConfigError(
-            f"Run directory '{paths.root}' was trained with other data/model/train settings "
-            f"(see {paths.config}). Pass --fresh to start over there, or choose another --out."
-        )
-    records: List[StageRecord] = []
+        for stale_file in (paths.state, paths.report_md, paths.report_json, paths.report_csv):
+            stale_file.unlink(missing_ok=True)
+    run = RunContext(configs, paths, _State(paths), role, fresh, echo, progress)
+    STAGES[0].check(run)
     total = len(STAGES)
-
-    def header(index: int, name: str, text: str) -> None:
-        echo(f"[{index}/{total}] {name}: {text}")
-
-    # --- train -------------------------------------------------------------------------------------
-    started = time.perf_counter()
-    same_data = False
-    if not fresh and previous.get("key") == keys["train"] and _train_outputs_ok(paths):
-        from edgetl.data.identity import current_identity, describe_changes, recorded_identity
-        from edgetl.model.registry import get
-
-        model_config: ModelConfig = configs["model"]
-        size = get(model_config.backbone).resolve_size(model_config.size)
-        identity = current_identity(configs["data"].path, configs["data"].val_path, str(paths.root), size)
-        same_data = previous.get("data") == identity.key
-        if not same_data:
-            echo(f"data changed since {paths.root} was trained: {describe_changes(recorded_identity(paths), identity)}. "
-                 f"Training again, and every stage after it.")
-    if same_data:
-        train_result = json.loads(paths.train_result.read_text(encoding="utf-8"))
-        records.append(StageRecord("train", "skipped", 0.0, f"val accuracy {train_result['val_accuracy']:.2%} (already trained)"))
-        header(1, "train", f"skipped, {paths.model} is there")
-    else:
-        from edgetl.data.folder import check_layout
-
-        data_config: DataConfig = configs["data"]
-        check_layout(data_config.path, data_config.val_path, data_config.min_images_per_class)  # before TensorFlow loads
-        header(1, "train", f"{configs['model'].backbone} on {data_config.path}")
-        from edgetl.train import train
-
-        trained = train(configs["data"], configs["model"], configs["train"], out=str(paths.root), fresh=fresh, echo=echo)
-        if not role.chief:
-            records.append(StageRecord("train", "ran", time.perf_counter() - started, f"as {role.task}"))
+    for index, stage in enumerate(STAGES, 1):
+        if not (role.chief or stage.every_worker):
+            # The chief trained the same model with this worker and runs every later stage, alone.
+            run.records.append(StageRecord(stage.name, "off", 0.0, "the chief's"))
+            continue
+        started = time.perf_counter()
+        off = stage.off(run)
+        key = stage.key(run) if off is None else ""
+        if off is not None:
+            run.records.append(StageRecord(stage.name, "off", 0.0, off[0]))
+            echo(f"[{index}/{total}] {stage.name}: {off[1]}")
+        elif not stage.always and not fresh and run.state.get(stage.name).get("key") == key and stage.outputs_ok(run):
+            detail, text = stage.skipped(run)
+            run.records.append(StageRecord(stage.name, "skipped", 0.0, detail))
+            echo(f"[{index}/{total}] {stage.name}: {text}")
         else:
-            from edgetl.data.identity import recorded_identity
-
-            recorded = recorded_identity(paths)
-            state.done("train", keys["train"], time.perf_counter() - started, data=recorded.key if recorded else "")
-            records.append(StageRecord("train", "ran", time.perf_counter() - started,
-                                       f"val accuracy {trained.val_accuracy:.2%}" + (" (resumed)" if trained.resumed else "")))
-    if not role.chief:
-        # The chief trained the same model with this worker and runs every later stage, alone.
-        records.extend(StageRecord(name, "off", 0.0, "the chief's") for name in STAGES[1:])
-        return RunResult(str(paths.root), records, None, [])
-
-    # The run's config.yaml holds every section, so it repeats this run as a recipe.
-    write_text(paths.config, dump_yaml({**{name: configs[name] for name in defaults}, "edgetl_version": __version__}))
-
-    # --- qat ---------------------------------------------------------------------------------------
-    keys["qat"] = _key(to_dict(configs["qat"]), state.token("train"))
-    started = time.perf_counter()
-    if not want_qat:
-        records.append(StageRecord("qat", "off", 0.0, "qat-int8 not in the variants"))
-        header(2, "qat", "off (qat-int8 not requested)")
-    elif state.get("qat").get("key") == keys["qat"] and _qat_outputs_ok(paths):
-        records.append(StageRecord("qat", "skipped", 0.0, "QAT model already there"))
-        header(2, "qat", f"skipped, {paths.qat / 'model.h5'} is there")
-    else:
-        header(2, "qat", f"{configs['qat'].epochs} epoch(s) at lr {configs['qat'].learning_rate:g}")
-        from edgetl.qat import quantize_aware_finetune
-
-        qat = quantize_aware_finetune(str(paths.root), configs["qat"], echo=echo)
-        state.done("qat", keys["qat"], time.perf_counter() - started)
-        records.append(StageRecord("qat", "ran", time.perf_counter() - started,
-                                   f"Keras QAT accuracy {qat.qat_accuracy:.2%}" if qat.qat_accuracy is not None else ""))
-
-    # --- export ------------------------------------------------------------------------------------
-    keys["export"] = _key(to_dict(export_config), state.token("train"), state.token("qat") if want_qat else "")
-    started = time.perf_counter()
-    if state.get("export").get("key") == keys["export"] and _export_outputs_ok(paths, export_config.variants):
-        records.append(StageRecord("export", "skipped", 0.0, f"{len(export_config.variants)} files already there"))
-        header(3, "export", f"skipped, {paths.export} is complete")
-    else:
-        header(3, "export", ", ".join(export_config.variants))
-        from edgetl.export.tflite import export_run
-
-        exported = export_run(str(paths.root), export_config, echo=echo, progress=progress)
-        state.done("export", keys["export"], time.perf_counter() - started)
-        records.append(StageRecord("export", "ran", time.perf_counter() - started,
-                                   f"{len(exported.variants)} files in {exported.out_dir}"))
-    manifest = _manifest(paths)
-    if manifest is None:
-        raise RunDirError(f"'{paths.export / 'manifest.json'}' is missing or damaged after export; run again with --fresh.")
-
-    # --- eval --------------------------------------------------------------------------------------
-    keys["eval"] = _key(state.token("export"), [m["sha256"] for m in manifest["models"]])
-    started = time.perf_counter()
-    if state.get("eval").get("key") == keys["eval"] and _eval_outputs_ok(paths, manifest):
-        records.append(StageRecord("eval", "skipped", 0.0, "every file already evaluated"))
-        header(4, "eval", "skipped, every file already evaluated")
-    else:
-        record = paths.load_dataset()
-        val_paths, val_labels = record.paths_labels("val")
-        header(4, "eval", f"{len(manifest['models'])} files on {len(val_paths)} validation images")
-        from edgetl.data.store import open_run_store
-
-        # The validation images training decoded: read from the run's store, not decoded again per file.
-        store = open_run_store(paths.root, record.image_size, val_paths, progress=progress, echo=echo)
-        accuracies = _evaluate_files(paths, manifest, val_paths, val_labels, record.class_names, progress, echo, store)
-        state.done("eval", keys["eval"], time.perf_counter() - started)
-        records.append(StageRecord("eval", "ran", time.perf_counter() - started,
-                                   ", ".join(f"{v} {a:.2%}" for v, a in accuracies.items())))
-
-    # --- bench -------------------------------------------------------------------------------------
-    from edgetl.runtime.environment import usable_cores
-
-    threads = report_config.threads or tuple(dict.fromkeys((1, usable_cores())))
-    keys["bench"] = _key(state.token("export"), list(threads), report_config.delegate, report_config.bench_runs,
-                         report_config.bench_seconds, report_config.bench_rounds)
-    started = time.perf_counter()
-    if state.get("bench").get("key") == keys["bench"] and _bench_outputs_ok(paths, manifest, threads):
-        records.append(StageRecord("bench", "skipped", 0.0, "every file already benchmarked"))
-        header(5, "bench", "skipped, every file already benchmarked")
-    else:
-        header(5, "bench", f"{len(manifest['models'])} files x threads {','.join(map(str, threads))} ({report_config.delegate})")
-        from edgetl.bench import BenchConfig, benchmark, results_json
-
-        config = BenchConfig(threads=threads, delegates=(report_config.delegate,), runs=report_config.bench_runs,
-                             min_seconds=report_config.bench_seconds,
-                             max_seconds=max(30.0, 10 * report_config.bench_seconds), keep_times=False,
-                             rounds=report_config.bench_rounds)
-        results = benchmark([str(paths.export / m["name"]) for m in manifest["models"]], config, progress=progress)
-        paths.bench.mkdir(parents=True, exist_ok=True)
-        write_json(paths.bench / BENCH_FILE, results_json(results, times=False))
-        state.done("bench", keys["bench"], time.perf_counter() - started)
-        records.append(StageRecord("bench", "ran", time.perf_counter() - started, f"{len(results)} measurements"))
-
-    # --- report (always: cheap, and the rule may have changed) -------------------------------------
-    started = time.perf_counter()
-    header(6, "report", f"recommendation rule: {report_config.prefer} within {report_config.max_drop:g} pts of float")
-    versions = state.data.setdefault("versions", {})
-    if any(r.status == "ran" and r.name in ("train", "qat", "export") for r in records):
-        versions.update(_versions())  # the stack that produced the files, not whatever is installed later
-    report = build_report(paths.root, report_config, versions=versions)
-    files = write_report(report)
-    state.done("report", _key(to_dict(report_config)), time.perf_counter() - started)
-    records.append(StageRecord("report", "ran", time.perf_counter() - started, f"recommended: {report.recommended}"))
-    return RunResult(str(paths.root), records, report, [str(f) for f in files])
+            echo(f"[{index}/{total}] {stage.name}: {stage.describe(run)}")
+            detail, extra = stage.run(run)
+            if role.chief:
+                run.state.done(stage.name, key, time.perf_counter() - started, **extra)
+            run.records.append(StageRecord(stage.name, "ran", time.perf_counter() - started, detail))
+        stage.after(run)
+    return RunResult(str(paths.root), run.records, run.report, run.report_files)
 
 
 def _evaluate_files(paths: RunPaths, manifest: Dict[str, Any], val_paths, val_labels, class_names, progress: bool,
@@ -431,11 +582,11 @@ def _evaluate_files(paths: RunPaths, manifest: Dict[str, Any], val_paths, val_la
     from edgetl.evaluate import EvalConfig, evaluate_split
 
     accuracies = {}
-    (paths.root / EVAL_DIR).mkdir(parents=True, exist_ok=True)
+    paths.eval.mkdir(parents=True, exist_ok=True)
     for model in manifest["models"]:
         config = EvalConfig(top_k=min(5, len(class_names)), progress=progress)
         result = evaluate_split(str(paths.export / model["name"]), val_paths, val_labels, class_names, config, store=store)
-        write_json(paths.root / EVAL_DIR / f"{model['variant']}.json", {"model_sha256": model["sha256"], **result.to_dict()})
+        write_json(paths.eval_result(model["variant"]), {"model_sha256": model["sha256"], **result.to_dict()})
         accuracies[model["variant"]] = result.top1
         echo(f"  {model['name']}: top-1 {result.top1:.2%} on {result.images} images")
     return accuracies

@@ -30,10 +30,13 @@ def main(argv=None) -> int:
     from edgetl.config import ModelConfig
     from edgetl.export.representative import representative_dataset
     from edgetl._native import capture_native_output
-    from edgetl.export.tflite import QAT_CALIBRATION_IMAGES, convert_variants
+    from edgetl.export.tflite import convert_variants
+    from edgetl.export.variants import get_variant
     from edgetl.model.head import build_classifier
     from edgetl.model.keras import tf
-    from edgetl.qat import calibrate_ranges, prepare_for_quantization, quantize
+    from edgetl.quant.qat import calibrate_ranges
+    from edgetl.quant.rewrite import prepare_for_quantization
+    from edgetl.quant.scheme import quantize
 
     model = build_classifier(ModelConfig(args.backbone, alpha=args.alpha, size=args.size, weights="none"), args.classes)
     rng = np.random.default_rng(0)
@@ -50,7 +53,7 @@ def main(argv=None) -> int:
         elif variant == "dynamic":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
         elif variant in ("int8", "qat-int8"):
-            calibration = images if variant == "int8" else images[:QAT_CALIBRATION_IMAGES]
+            calibration = images if variant == "int8" else images[:get_variant("qat-int8").calibration_cap]
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.representative_dataset = representative_dataset(calibration)
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]

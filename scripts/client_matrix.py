@@ -391,8 +391,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(REPO))
-    export = args.run / "export" if (args.run / "export" / "manifest.json").is_file() else args.run
-    manifest = json.loads((export / "manifest.json").read_text(encoding="utf-8"))
+    from edgetl.run_dir import RunPaths
+
+    export = RunPaths.of(args.run).export if RunPaths.of(args.run).manifest.is_file() else args.run
+    manifest = json.loads((export / RunPaths.MANIFEST).read_text(encoding="utf-8"))
     labels = manifest["labels"]
     models = [(m["variant"], export / m["name"]) for m in manifest["models"]]
     variants = [variant for variant, _ in models]

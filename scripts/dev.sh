@@ -30,8 +30,9 @@ case "${1:-}" in
     test)
         setup
         shift
-        # Real-data tests (marked slow) use ../shared/assets and skip cleanly without it.
-        python -m pytest -q --run-slow "$@"
+        # Real-data tests (marked slow) use ../shared/assets and skip cleanly without it. The slowest
+        # tests are listed at the end: CI has a time budget (~30 min on 2 cores) and this shows where it goes.
+        python -m pytest -q --run-slow --durations=25 "$@"
         ;;
     *)
         echo "usage: bash scripts/dev.sh setup|demo|test [args...]" >&2

@@ -69,14 +69,14 @@ INTERESTING_INTS = (0, 1, -1, 2, 3, 255, 256, 65535, 1_000_000, 2**31 - 1, -(2**
 def model_seeds(use_shared: bool = True) -> Dict[str, bytes]:
     """Valid models to mutate: generated colour classifiers, and the small Coral models when present."""
     sys.path.insert(0, str(REPO / "tests"))
-    from device_models import build_colour_model, colour_card
+    from device_models import build_colour_model, colour_metadata
 
     from edgetl.export.metadata import embed_metadata
 
     seeds = {}
     for dtype in ("float32", "int8", "uint8"):
-        # As edgetl exports them: its card, the standard metadata and the labels.txt zip.
-        seeds[f"colour_{dtype}"] = embed_metadata(build_colour_model(dtype), colour_card(dtype))
+        # As edgetl exports them: its own metadata, the standard metadata and the labels.txt zip.
+        seeds[f"colour_{dtype}"] = embed_metadata(build_colour_model(dtype), colour_metadata(dtype))
     seeds["colour_uint8_dynamic"] = build_colour_model("uint8", dynamic_batch=True)
     if use_shared:
         for name in CORAL_SEEDS:

@@ -2,12 +2,13 @@
 
 Copies the run's trained model, dataset.json, labels.txt and config.yaml into
 a work folder (the source run is left untouched), runs `edgetl qat` and
-`edgetl export` (all five variants) there through the library, and prints a
+`edgetl export` (the default variants, or --variants) there through the library, and prints a
 Markdown table of the numbers measured on the exported files with the
 LiteRT interpreter. Run from the repository root (the run's dataset.json may
 hold paths relative to it):
 
   python scripts/hymenoptera_quant.py /tmp/hymeno_run --work /tmp/hymeno_quant --qat-epochs 3
+  python scripts/hymenoptera_quant.py /tmp/hymeno_run --variants fp32,fp16,dynamic,int8,qat-int8,int16x8
 """
 
 from __future__ import annotations
@@ -34,13 +35,17 @@ def main(argv=None) -> int:
     parser.add_argument("--calibration-batches", type=int, default=4, help="QAT range-initialisation batches (0 = tfmot's [-6, 6])")
     parser.add_argument("--calibration-images", type=int, default=300, help="int8 PTQ calibration images")
     parser.add_argument("--io-type", default="uint8", choices=["uint8", "int8"])
+    parser.add_argument("--variants", default=None,
+                        help="comma-separated export variants (default: the table's defaults; add int16x8 to measure it)")
     parser.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     args = parser.parse_args(argv)
 
     from edgetl.config import ExportConfig, QATConfig
     from edgetl.export.tflite import export_run
-    from edgetl.qat import quantize_aware_finetune
+    from edgetl.export.variants import DEFAULT_VARIANTS, parse_variants
+    from edgetl.quant.qat import quantize_aware_finetune
 
+    variants = parse_variants(args.variants) if args.variants else DEFAULT_VARIANTS
     source = Path(args.run_dir)
     work = Path(args.work)
     if work.exists():
@@ -63,7 +68,7 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     export = export_run(
         work,
-        ExportConfig(variants=("fp32", "fp16", "dynamic", "int8", "qat-int8"), io_type=args.io_type,
+        ExportConfig(variants=variants, io_type=args.io_type,
                      calibration_images=args.calibration_images, verify_images=10**6),
         echo=print,
     )
@@ -78,7 +83,7 @@ def main(argv=None) -> int:
         "",
         f"Host: {platform.machine()}, {platform.system()} {platform.release()}, Python {platform.python_version()}; "
         f"QAT {qat_seconds:.0f} s ({args.qat_epochs} epochs, lr {args.qat_lr:g}, {qat.calibrated_ranges} ranges calibrated "
-        f"on {args.calibration_batches} batches); export of 5 variants {export_seconds:.0f} s.",
+        f"on {args.calibration_batches} batches); export of {len(variants)} variants {export_seconds:.0f} s.",
         "",
         f"Validation images: {export.val_images}. Keras float accuracy: {keras_float:.2%}. "
         f"Keras QAT (fake-quant) accuracy: {qat.qat_accuracy:.2%}. PTQ calibration images: {export.calibration_images}.",

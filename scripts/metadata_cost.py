@@ -1,8 +1,8 @@
 """Bytes the standard TFLite metadata adds to each exported file, and the int8 size ratio with and without it.
 
 For every file of an export folder (its ``manifest.json``): the file as written
-(edgetl's card + ``TFLITE_METADATA`` + the ``labels.txt`` zip) against the same
-file with only edgetl's card, as edgetl wrote it before the standard metadata
+(edgetl's metadata entry + ``TFLITE_METADATA`` + the ``labels.txt`` zip) against the same
+file with only edgetl's entry, as edgetl wrote it before the standard metadata
 (the model repacked the same way, so the difference is the metadata alone).
 Needs the schema's object API (ai-edge-litert or TensorFlow).
 
@@ -19,12 +19,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def card_only(data: bytes) -> bytes:
+def edgetl_only(data: bytes) -> bytes:
     """``data`` without the standard metadata: no TFLITE_METADATA entry or buffer, no appended zip."""
     import flatbuffers
 
     from edgetl import tflite_schema
-    from edgetl.model_card import TFLITE_IDENTIFIER, _sharing_builder
+    from edgetl.model_metadata import TFLITE_IDENTIFIER, _sharing_builder
 
     schema = tflite_schema.object_api()
     model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
@@ -46,10 +46,10 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(REPO))
     manifest = json.loads((args.export / "manifest.json").read_text(encoding="utf-8"))
     sizes = {}
-    print(f"{'variant':9} {'with metadata':>14} {'card only':>10} {'cost B':>7}")
+    print(f"{'variant':9} {'with metadata':>14} {'edgetl only':>11} {'cost B':>7}")
     for model in manifest["models"]:
         data = (args.export / model["name"]).read_bytes()
-        before = len(card_only(data))
+        before = len(edgetl_only(data))
         sizes[model["variant"]] = (before, len(data))
         print(f"{model['variant']:9} {len(data):>14,} {before:>10,} {len(data) - before:>7,}")
     if "fp32" in sizes:
@@ -57,7 +57,7 @@ def main(argv=None) -> int:
             if variant in sizes:
                 before = sizes[variant][0] / sizes["fp32"][0]
                 after = sizes[variant][1] / sizes["fp32"][1]
-                print(f"{variant} / fp32: {after:.4f} with the metadata, {before:.4f} card only ({after - before:+.4f})")
+                print(f"{variant} / fp32: {after:.4f} with the metadata, {before:.4f} edgetl entry only ({after - before:+.4f})")
     return 0
 
 

@@ -3,7 +3,7 @@
 The model averages each colour channel over the image (MEAN over H, W) and
 applies a sharp SOFTMAX, so it labels a solid red/green/blue picture by its
 dominant channel: enough to test eval/predict/bench end to end with float32,
-int8 and uint8 I/O, fixed or dynamic batch, with or without a model card.
+int8 and uint8 I/O, fixed or dynamic batch, with or without edgetl metadata.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import flatbuffers
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-from edgetl.model_card import ModelCard, TensorSpec, embed_card
+from edgetl.model_metadata import EdgetlMetadata, TensorSpec, embed_edgetl_metadata
 
 _TYPES = {"float32": schema.TensorType.FLOAT32, "int8": schema.TensorType.INT8, "uint8": schema.TensorType.UINT8}
 # int8/uint8 zero points that make [0, 1] the representable range of the input.
@@ -117,11 +117,11 @@ def build_edgetpu_model() -> bytes:
     return _pack(model)
 
 
-def colour_card(dtype: str, labels: Sequence[str] = ("red", "green", "blue"), size: int = 8,
-                output_kind: str = "probabilities") -> ModelCard:
-    """The card edgetl would embed: pixels / 255, labels in output order."""
+def colour_metadata(dtype: str, labels: Sequence[str] = ("red", "green", "blue"), size: int = 8,
+                output_kind: str = "probabilities") -> EdgetlMetadata:
+    """The edgetl metadata edgetl would embed: pixels / 255, labels in output order."""
     integer = dtype != "float32"
-    return ModelCard(
+    return EdgetlMetadata(
         labels=tuple(labels),
         input=TensorSpec((1, size, size, 3), dtype, 1 / 255 if integer else 0.0, _INPUT_ZERO_POINT.get(dtype, 0)),
         output=TensorSpec((1, len(labels)), dtype, 1 / 256 if integer else 0.0, _SOFTMAX_ZERO_POINT.get(dtype, 0)),
@@ -130,12 +130,12 @@ def colour_card(dtype: str, labels: Sequence[str] = ("red", "green", "blue"), si
     )
 
 
-def write_colour_model(path: Path, dtype: str = "float32", card: bool = True, dynamic_batch: bool = False,
+def write_colour_model(path: Path, dtype: str = "float32", metadata: bool = True, dynamic_batch: bool = False,
                        channels: int = 3, labels: Optional[Sequence[str]] = None) -> Path:
-    """Writes a colour model (with its card unless ``card`` is False) and returns the path."""
+    """Writes a colour model (with edgetl metadata unless ``metadata`` is False) and returns the path."""
     data = build_colour_model(dtype, channels=channels, dynamic_batch=dynamic_batch)
-    if card:
-        data = embed_card(data, colour_card(dtype, labels or ("red", "green", "blue")))
+    if metadata:
+        data = embed_edgetl_metadata(data, colour_metadata(dtype, labels or ("red", "green", "blue")))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path
@@ -281,7 +281,7 @@ def with_tflite_metadata(data: bytes, labels: Optional[Sequence[str]] = None, me
                          labels_name: str = "labels.txt") -> bytes:
     """``data`` with standard TFLite metadata, as Google's writers lay it out: image input with
     NormalizationOptions (mean, std), output labels in a zip after the flatbuffer."""
-    from edgetl.model_card import embed_entries
+    from edgetl.model_metadata import embed_entries
     from edgetl.tflite_metadata import (AssociatedFile, TensorMetadata, TFLiteMetadata, append_associated_files,
                                         build_metadata)
 

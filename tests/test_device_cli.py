@@ -70,7 +70,7 @@ def test_predict_table_output(coral_data):
     assert lines[0].endswith("parrot.jpg") and "macaw" in lines[1] and len(lines) == 3
 
 
-def test_predict_uses_the_embedded_card(tmp_path):
+def test_predict_uses_the_embedded_metadata(tmp_path):
     model = write_colour_model(tmp_path / "m.tflite", "int8")
     image = tmp_path / "green.png"
     Image.new("RGB", (30, 20), (30, 200, 40)).save(image)
@@ -78,7 +78,7 @@ def test_predict_uses_the_embedded_card(tmp_path):
     assert result.exit_code == 0, result.output
     top = json.loads(result.output)["predictions"][0]["top"]
     assert top[0]["label"] == "green" and top[0]["score"] > 0.9
-    assert "pixel - 0) / 255 from card" in json.loads(result.output)["preprocessing"]
+    assert "pixel - 0) / 255 from edgetl metadata" in json.loads(result.output)["preprocessing"]
 
 
 def test_predict_without_labels_prints_indices(coral_data):
@@ -93,7 +93,7 @@ def test_predict_bad_inputs_give_one_line(tmp_path, coral_data):
     text.write_text("not an image")
     assert_one_line_error(run("predict", model, text), "notes.jpg", "not an image")
     assert_one_line_error(run("predict", model, tmp_path / "missing.png"), "missing.png", "does not exist")
-    grey = write_colour_model(tmp_path / "grey.tflite", "float32", card=False, channels=1)
+    grey = write_colour_model(tmp_path / "grey.tflite", "float32", metadata=False, channels=1)
     image = tmp_path / "x.png"
     Image.new("RGB", (8, 8)).save(image)
     assert_one_line_error(run("predict", grey, image), "1-channel", "RGB")
@@ -258,7 +258,7 @@ def test_bench_bad_inputs_give_one_line(tmp_path, coral_data):
 # === eval ===
 
 @pytest.mark.parametrize("dtype, dynamic", [("float32", False), ("int8", True), ("uint8", False)])
-def test_eval_on_a_folder_with_card(tiny_folder, tmp_path, dtype, dynamic):
+def test_eval_on_a_folder_with_metadata(tiny_folder, tmp_path, dtype, dynamic):
     model = write_colour_model(tmp_path / "m.tflite", dtype, dynamic_batch=dynamic)
     result = run("eval", model, tiny_folder, "--json", "--batch-size", "4")
     assert result.exit_code == 0, result.output
@@ -298,7 +298,7 @@ def test_eval_coral_model_on_a_subset_of_imagenet(coral_data, tmp_path):
 def test_eval_errors(tiny_folder, tmp_path, coral_data):
     model = write_colour_model(tmp_path / "m.tflite", "float32", labels=("red", "green", "bleu"))
     assert_one_line_error(run("eval", model, tiny_folder), "'blue'", "Did you mean 'bleu'")
-    no_card = write_colour_model(tmp_path / "plain.tflite", "float32", card=False)
+    no_card = write_colour_model(tmp_path / "plain.tflite", "float32", metadata=False)
     assert_one_line_error(run("eval", no_card, tiny_folder), "no labels", "--labels")
     assert_one_line_error(run("eval", model, tmp_path / "nowhere"), "does not exist")
 

@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("ai_edge_litert")
 
-from device_models import build_colour_model, build_edgetpu_model, colour_card, write_colour_model  # noqa: E402
+from device_models import build_colour_model, build_edgetpu_model, colour_metadata, write_colour_model  # noqa: E402
 
 from edgetl.errors import ConfigError, DelegateError, MissingDependencyError, ModelFileError  # noqa: E402
 from edgetl.modelfile import parse_model  # noqa: E402
@@ -128,12 +128,12 @@ def test_missing_external_delegate_library(tmp_path):
         load_interpreter(build_colour_model(), str(tmp_path / "libmissing_delegate.so"), name="m.tflite")
 
 
-def test_input_transform_float_with_card_and_overrides():
+def test_input_transform_float_with_metadata_and_overrides():
     info = parse_model(build_colour_model("float32"))
-    card = colour_card("float32")
+    card = colour_metadata("float32")
     transform = input_transform(info.inputs[0], card)
     pixels = np.full((8, 8, 3), 255, np.uint8)
-    assert transform.source == "card"
+    assert transform.source == "edgetl-metadata"
     np.testing.assert_allclose(transform(pixels), np.ones((1, 8, 8, 3)))
     no_card = input_transform(info.inputs[0], None)
     np.testing.assert_allclose(no_card(pixels), np.full((1, 8, 8, 3), 255.0))
@@ -146,7 +146,7 @@ def test_input_transform_float_with_card_and_overrides():
 def test_input_transform_quantizes_with_the_models_parameters(dtype):
     info = parse_model(build_colour_model(dtype))
     pixels = np.arange(0, 256, dtype=np.uint8)[:64].reshape(8, 8, 1).repeat(3, axis=2)
-    with_card = input_transform(info.inputs[0], colour_card(dtype))(pixels)
+    with_card = input_transform(info.inputs[0], colour_metadata(dtype))(pixels)
     raw = input_transform(info.inputs[0], None)(pixels)
     assert with_card.dtype == np.dtype(dtype) == raw.dtype
     offset = -128 if dtype == "int8" else 0
@@ -161,7 +161,7 @@ def test_quantize_clips_and_dequantize_inverts():
     info = parse_model(build_colour_model("int8"))
     output = info.outputs[0]
     np.testing.assert_allclose(dequantize(np.array([[-128, 0, 127]], np.int8), output), [[0.0, 0.5, 255 / 256]])
-    logits_card = colour_card("float32", output_kind="logits")
+    logits_card = colour_metadata("float32", output_kind="logits")
     scores = to_scores(np.array([[0.0, 1.0, 2.0]], np.float32), parse_model(build_colour_model()).outputs[0], logits_card)
     assert scores.sum() == pytest.approx(1.0) and np.argmax(scores) == 2
 
@@ -201,7 +201,7 @@ def test_arm_core_names_come_from_cpuinfo(monkeypatch):
 
 
 def test_auto_falls_back_in_order(monkeypatch):
-    from edgetl.runtime import interpreter
+    from edgetl.runtime import backend, interpreter
 
     tried = []
 
@@ -211,10 +211,10 @@ def test_auto_falls_back_in_order(monkeypatch):
             raise ImportError(f"No module named {name}")
         return interpreter.Runtime(name, name, "0", None, None, None)
 
-    monkeypatch.setattr(interpreter, "_import_runtime", fake_import)
+    monkeypatch.setattr(backend, "_import_runtime", fake_import)
     assert interpreter.find_runtime.__wrapped__("auto").name == "tensorflow"
     assert tried == ["litert", "tflite-runtime", "tensorflow"]
-    monkeypatch.setattr(interpreter, "_import_runtime", lambda name: (_ for _ in ()).throw(ImportError(name)))
+    monkeypatch.setattr(backend, "_import_runtime", lambda name: (_ for _ in ()).throw(ImportError(name)))
     with pytest.raises(MissingDependencyError, match="No TFLite runtime is installed"):
         interpreter.find_runtime.__wrapped__("auto")
 

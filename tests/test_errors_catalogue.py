@@ -35,12 +35,12 @@ from device_models import (  # noqa: E402
     build_edgetpu_model,
     build_hanging_model,
     build_huge_input_model,
-    colour_card,
+    colour_metadata,
     write_colour_model,
 )
 
 from edgetl.cli import main  # noqa: E402
-from edgetl.model_card import embed_card  # noqa: E402
+from edgetl.model_metadata import embed_edgetl_metadata  # noqa: E402
 from tests.conftest import REPO, make_image_folder  # noqa: E402
 
 FAST = ["--runs", "1", "--warmup", "0", "--min-seconds", "0", "--warmup-seconds", "0", "--threads", "1", "--no-progress"]
@@ -335,7 +335,7 @@ def _damaged_indices() -> bytes:
 
 
 def _card_of_another_export() -> bytes:
-    return embed_card(build_colour_model("float32"), colour_card("float32", size=224))
+    return embed_edgetl_metadata(build_colour_model("float32"), colour_metadata("float32", size=224))
 
 
 MODEL_FILES = {
@@ -422,13 +422,13 @@ def test_model_edgetpu_delegate_missing(tmp_path, good_image):
 
 
 @pytest.mark.parametrize("kind, fragments", [
-    ("card-of-another-export", ["224x224", "8x8", "card belongs to another export"]),
+    ("metadata-of-another-export", ["224x224", "8x8", "metadata belongs to another export"]),
     ("huge-input-side", ["10000x10000", "1 to 8192 pixels"]),
     ("not-an-image-input", ["not an image batch"]),
     ("one-channel", ["1-channel", "RGB"]),
 ])
 def test_model_input_does_not_fit_images(tmp_path, good_image, kind, fragments):
-    if kind == "card-of-another-export":
+    if kind == "metadata-of-another-export":
         data = _card_of_another_export()
     elif kind == "huge-input-side":
         def edit(model):
@@ -465,7 +465,7 @@ def test_labels_file_problems(tmp_path, model, good_image, tiny_folder):
     empty = tmp_path / "empty.txt"
     empty.write_text("\n")
     assert_clean_error(run("predict", model, good_image, "--labels", empty), "is empty")
-    no_card = write_colour_model(tmp_path / "plain.tflite", card=False)
+    no_card = write_colour_model(tmp_path / "plain.tflite", metadata=False)
     assert_clean_error(run("eval", no_card, tiny_folder), "no labels", "--labels")
 
 

@@ -20,7 +20,7 @@ from test_errors_catalogue import assert_clean_error  # noqa: E402
 from edgetl import _atomic  # noqa: E402
 from edgetl.cli import main  # noqa: E402
 from edgetl.config import ModelConfig, dump_yaml  # noqa: E402
-from edgetl.model_card import labels_text  # noqa: E402
+from edgetl.model_metadata import labels_text  # noqa: E402
 from edgetl.run_dir import DatasetRecord, RunPaths  # noqa: E402
 
 SIZE = 32

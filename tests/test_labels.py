@@ -21,7 +21,7 @@ from edgetl.cli import main  # noqa: E402
 from edgetl.errors import ConfigError  # noqa: E402
 from edgetl.export.metadata import embed_metadata  # noqa: E402
 from edgetl.labels import check_labels, labels_from_text, labels_text, parse_labels, read_labels  # noqa: E402
-from edgetl.model_card import ModelCard, TensorSpec  # noqa: E402
+from edgetl.model_metadata import EdgetlMetadata, TensorSpec  # noqa: E402
 from edgetl.modelfile import parse_model  # noqa: E402
 from tests.conftest import make_image_folder  # noqa: E402
 
@@ -49,7 +49,7 @@ def run(*args):
 
 
 def _card(labels):
-    return ModelCard(labels=tuple(labels), input=TensorSpec((1, 8, 8, 3), "float32"), output=TensorSpec((1, len(labels)), "float32"),
+    return EdgetlMetadata(labels=tuple(labels), input=TensorSpec((1, 8, 8, 3), "float32"), output=TensorSpec((1, len(labels)), "float32"),
                      mean=(0.0,) * 3, std=(255.0,) * 3, backbone="nearest_colour", variant="fp32", edgetl_version="test")
 
 

@@ -18,8 +18,11 @@ from device_models import write_colour_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEVICE_MODULES = ("edgetl", "edgetl.cli", "edgetl.bench", "edgetl.evaluate", "edgetl.predict", "edgetl.remote",
-                  "edgetl.modelfile", "edgetl.model_card", "edgetl.runtime", "edgetl.runtime.interpreter",
-                  "edgetl.runtime.tensors", "edgetl.runtime.environment", "edgetl.images", "edgetl.data.folder")
+                  "edgetl.modelfile", "edgetl.model_metadata", "edgetl.edgetpu", "edgetl.metrics", "edgetl.runtime",
+                  "edgetl.runtime.interpreter", "edgetl.runtime.backend", "edgetl.runtime.sandbox",
+                  "edgetl.runtime.tensors", "edgetl.runtime.environment", "edgetl.images", "edgetl.data.folder",
+                  "edgetl.export", "edgetl.export.variants", "edgetl.export.edgetpu", "edgetl.model.registry",
+                  "edgetl.quant", "edgetl.quant.fold", "edgetl._internals")
 FAST = ["--runs", "5", "--warmup", "1", "--min-seconds", "0", "--warmup-seconds", "0", "--threads", "1"]
 TF_MODULES = ("tensorflow", "tf_keras", "keras", "tensorflow_model_optimization")
 

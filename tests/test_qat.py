@@ -11,12 +11,14 @@ pytest.importorskip("tensorflow")
 pytest.importorskip("tensorflow_model_optimization")
 pytestmark = pytest.mark.tf
 
-from edgetl import qat  # noqa: E402
+from edgetl import _internals  # noqa: E402
 from edgetl.config import ModelConfig, QATConfig  # noqa: E402
+from edgetl.quant import fold, qat, rewrite, scheme  # noqa: E402
 from edgetl.errors import ExportError, RunDirError  # noqa: E402
 from edgetl.images import load_image  # noqa: E402
 from edgetl.model import head, registry  # noqa: E402
 from edgetl.model.keras import keras, tf  # noqa: E402
+from edgetl.quant.layers import HardSwish  # noqa: E402
 from edgetl.run_dir import DatasetRecord  # noqa: E402
 from tests.conftest import make_image_folder  # noqa: E402
 from tests.test_export import make_run  # noqa: E402
@@ -85,18 +87,18 @@ def test_qat_builds_trains_one_step_and_exports_int8(name, convert, colours, req
     if name in ("mobilenet_v3_small", "mobilenet_v3_large"):
         assert "HardSwish" in notes and "HardSigmoid" in notes
     # The step trained the model; the folded input normalisation stayed frozen.
-    norm = next(layer for layer in qat_model.layers if layer.name.endswith(qat.INPUT_NORM_LAYER))
+    norm = next(layer for layer in qat_model.layers if layer.name.endswith(fold.INPUT_NORM_LAYER))
     classifier = next(layer for layer in qat_model.layers if layer.name.endswith(head.CLASSIFIER_LAYER))
     assert not np.allclose(classifier.layer.kernel.numpy(), model.get_layer(head.CLASSIFIER_LAYER).kernel.numpy())
-    scale, offset = qat._measure_affine(model.input, _preprocess_end(model))
+    scale, offset = rewrite.measure_affine(model.input, _preprocess_end(model))
     assert not norm.trainable_weights
-    fold = qat.InputFold.of(scale, offset)
+    input_fold = fold.InputFold.of(scale, offset)
     if family == "efficientnet_v2":
-        assert fold is None  # ImageNet's per-channel mean/std stays a depthwise op
+        assert input_fold is None  # ImageNet's per-channel mean/std stays a depthwise op
     else:  # the same map for every channel: QAT trains on the uint8 grid the int8 file reads
         # EfficientNet's Normalization is the identity without ImageNet weights, leaving x / 255.
-        assert fold == (qat.InputFold(1 / 255, 0) if family == "efficientnet" else qat.InputFold(1 / 127.5, 127))
-        scale, offset = np.full(3, fold.scale), np.full(3, -fold.scale * fold.zero_point)
+        assert input_fold == (fold.InputFold(1 / 255, 0) if family == "efficientnet" else fold.InputFold(1 / 127.5, 127))
+        scale, offset = np.full(3, input_fold.scale), np.full(3, -input_fold.scale * input_fold.zero_point)
     np.testing.assert_allclose(norm.layer.depthwise_kernel.numpy().ravel(), scale, rtol=1e-6)
     np.testing.assert_allclose(norm.layer.bias.numpy(), offset, rtol=1e-6, atol=1e-7)
 
@@ -110,8 +112,8 @@ def test_qat_builds_trains_one_step_and_exports_int8(name, convert, colours, req
         interpreter.allocate_tensors()
         (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
         assert inp["dtype"] == np.uint8 and list(inp["shape"]) == [1, SIZE, SIZE, 3]
-        assert folds.get("qat-int8") == fold
-        expected = (1.0, 0) if fold is None else (fold.scale, fold.zero_point)
+        assert folds.get("qat-int8") == input_fold
+        expected = (1.0, 0) if input_fold is None else (input_fold.scale, input_fold.zero_point)
         assert inp["quantization"][0] == pytest.approx(expected[0]) and inp["quantization"][1] == expected[1]
         assert out["dtype"] == np.uint8 and list(out["shape"]) == [1, 2]
         interpreter.set_tensor(inp["index"], pixels[:1])
@@ -119,27 +121,55 @@ def test_qat_builds_trains_one_step_and_exports_int8(name, convert, colours, req
         scale_out, zero_out = out["quantization"]
         probabilities = (interpreter.get_tensor(out["index"]).astype(np.float32) - zero_out) * scale_out
         assert probabilities.sum() == pytest.approx(1.0, abs=0.02)
+        # The registry's Edge TPU column is the rule set's verdict on the backbone's int8 file.
+        from edgetl.modelfile import parse_model
+
+        verdict = parse_model(data, f"{name} qat-int8").edgetpu
+        assert verdict.compatible == registry.get(name).edgetpu_compatible, verdict.summary()
+
+
+def test_edgetl_scheme_works_through_tfmots_public_quantize_apply():
+    """edgetl's layers are quantized by handing EdgetlQuantizeScheme to tfmot's own quantize_apply."""
+    inputs = keras.Input((SIZE, SIZE, 3), name="image")
+    x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    gate = keras.layers.GlobalAveragePooling2D(keepdims=True)(x)
+    x = keras.layers.Multiply(name="excite")([x, gate])
+    x = HardSwish(name="swish")(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x)))
+    registry_ = scheme.EdgetlQuantizeRegistry()
+    assert registry_.supports(model.get_layer("excite")) and registry_.supports(model.get_layer("swish"))
+    assert isinstance(registry_.get_quantize_config(model.get_layer("excite")), scheme.OutputQuantizeConfig)
+    with scheme.qat_scope():
+        annotated = tfmot.quantization.keras.quantize_annotate_model(model)
+        quantized = tfmot.quantization.keras.quantize_apply(annotated, scheme=scheme.EdgetlQuantizeScheme())
+    assert not _wrapped(quantized)
+    configs = {layer.layer.name: type(layer.quantize_config).__name__ for layer in quantized.layers
+               if isinstance(layer, tfmot.quantization.keras.QuantizeWrapper)}
+    assert configs["excite"] == configs["swish"] == "OutputQuantizeConfig"
+    with pytest.raises(RuntimeError, match="not supported"):  # tfmot's own registry alone stops at them
+        with scheme.qat_scope():
+            tfmot.quantization.keras.quantize_apply(tfmot.quantization.keras.quantize_annotate_model(model))
 
 
 def test_input_fold_of_per_tensor_maps_only():
-    mobilenet = qat.InputFold.of(np.full(3, np.float32(1 / 127.5)), np.full(3, -1.0))
-    assert mobilenet == qat.InputFold(1 / 127.5, 127)  # float32 noise snapped; 127.5 rounds down like TFLite
+    mobilenet = fold.InputFold.of(np.full(3, np.float32(1 / 127.5)), np.full(3, -1.0))
+    assert mobilenet == fold.InputFold(1 / 127.5, 127)  # float32 noise snapped; 127.5 rounds down like TFLite
     assert mobilenet.range == pytest.approx((-127 / 127.5, 128 / 127.5))
     np.testing.assert_allclose(mobilenet.normalise(np.array([0, 127, 255])), [-127 / 127.5, 0.0, 128 / 127.5])
-    assert qat.InputFold.of(np.full(3, 1 / 255), np.zeros(3)) == qat.InputFold(1 / 255, 0)
-    assert qat.InputFold.of(np.full(3, 1 / 127.5), np.full(3, -1.0), exact=True) is None
-    assert qat.InputFold.of(np.array([0.017, 0.0175, 0.0174]), np.array([-2.1, -2.0, -1.8])) is None
-    assert qat.InputFold.of(np.full(3, 1 / 255), np.full(3, 1.0)) is None  # 0.0 is not a pixel value
-    assert qat.InputFold.of(np.full(3, -1 / 255), np.zeros(3)) is None
+    assert fold.InputFold.of(np.full(3, 1 / 255), np.zeros(3)) == fold.InputFold(1 / 255, 0)
+    assert fold.InputFold.of(np.full(3, 1 / 127.5), np.full(3, -1.0), exact=True) is None
+    assert fold.InputFold.of(np.array([0.017, 0.0175, 0.0174]), np.array([-2.1, -2.0, -1.8])) is None
+    assert fold.InputFold.of(np.full(3, 1 / 255), np.full(3, 1.0)) is None  # 0.0 is not a pixel value
+    assert fold.InputFold.of(np.full(3, -1 / 255), np.zeros(3)) is None
 
     model = head.build_classifier(ModelConfig("mobilenet_v1", alpha=0.25, size=SIZE, weights="none"), 2)
-    rewritten, _ = qat.prepare_for_quantization(model)
-    fold, tail = qat.input_fold(rewritten)
-    assert fold == mobilenet and tail.input_shape == (None, SIZE, SIZE, 3)
+    rewritten, _ = rewrite.prepare_for_quantization(model)
+    found, tail = fold.input_fold(rewritten)
+    assert found == mobilenet and tail.input_shape == (None, SIZE, SIZE, 3)
     images = np.random.default_rng(0).integers(0, 256, (2, SIZE, SIZE, 3)).astype(np.float32)
     # The float model's exact x / 127.5 - 1 differs from the grid by half a level: close, not equal.
     np.testing.assert_allclose(tail(mobilenet.normalise(images)).numpy(), model(images).numpy(), atol=0.05)
-    assert qat.input_fold(rewritten, exact=True) is None  # what a QAT model saved before the grid gets
+    assert fold.input_fold(rewritten, exact=True) is None  # what a QAT model saved before the grid gets
 
 
 def _preprocess_end(model):
@@ -163,16 +193,16 @@ def test_rewrite_is_exact_and_folds_an_imagenet_style_input_chain():
     x = keras.layers.Conv2D(8, 3, strides=2)(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x))
-    rewritten, notes = qat.prepare_for_quantization(model)
+    rewritten, notes = rewrite.prepare_for_quantization(model)
     assert [type(layer).__name__ for layer in rewritten.layers[:3]] == ["InputLayer", "DepthwiseConv2D", "ZeroPadding2D"]
     assert "rescaling" in notes[0] and "tf.math.multiply" in notes[0]
     images = np.random.default_rng(0).uniform(0, 255, (4, SIZE, SIZE, 3)).astype(np.float32)
     np.testing.assert_allclose(rewritten(images).numpy(), model(images).numpy(), atol=1e-5)
-    qat_model, _ = qat.quantize(model)
+    qat_model, _ = scheme.quantize(model)
     assert not _wrapped(qat_model)
 
     v3 = head.build_classifier(ModelConfig("mobilenet_v3_small", size=SIZE, weights="none"), 3)
-    rewritten, _ = qat.prepare_for_quantization(v3)
+    rewritten, _ = rewrite.prepare_for_quantization(v3)
     assert not any(type(layer).__name__ == "TFOpLambda" for layer in rewritten.layers)
     np.testing.assert_allclose(rewritten(images).numpy(), v3(images).numpy(), atol=1e-6)
 
@@ -185,11 +215,11 @@ def test_nested_backbone_is_inlined_and_quantized():
     nested = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x))
     with pytest.raises(ValueError, match="inside another"):
         tfmot.quantization.keras.quantize_model(nested)
-    flat, notes = qat.prepare_for_quantization(nested)
+    flat, notes = rewrite.prepare_for_quantization(nested)
     assert head.is_flat(flat) and any("inlined nested model" in note for note in notes)
     images = np.random.default_rng(0).uniform(0, 255, (2, SIZE, SIZE, 3)).astype(np.float32)
     np.testing.assert_allclose(flat(images).numpy(), nested(images).numpy(), atol=1e-6)
-    qat_model, _ = qat.quantize(nested)
+    qat_model, _ = scheme.quantize(nested)
     assert not _wrapped(qat_model)
 
 
@@ -210,9 +240,9 @@ def test_calibrated_ranges_match_the_float_activations():
     logits = pooled @ dense.kernel.numpy() + dense.bias.numpy()
     assert max(abs(logits.min()), logits.max()) > 6.0
 
-    qat_model, _ = qat.quantize(model)
+    qat_model, _ = scheme.quantize(model)
     count = qat.calibrate_ranges(qat_model, [images[:8], images[8:]])
-    pairs = qat._ema_range_variables(qat_model)
+    pairs = _internals.moving_average_range_variables(qat_model)
     assert count == len(pairs) >= 3
     assert all(lo.numpy() <= 0.0 < hi.numpy() for lo, hi in pairs)
     post = qat_model.get_layer("quant_conv")._quantize_activations[0]._post_activation_vars
@@ -229,9 +259,9 @@ def test_calibrated_ranges_match_the_float_activations():
 def test_run_dir_qat_saves_reloads_and_reports(tmp_path):
     paths = make_run(tmp_path, backbone="mobilenet_v1", alpha=0.25, per_class=3)
     result = qat.quantize_aware_finetune(paths.root, QATConfig(epochs=1, steps_per_epoch=1, batch_size=4), progress=False)
-    saved = paths.qat / qat.QAT_MODEL_FILE
+    saved = paths.qat_model
     assert result.model_path == str(saved) and saved.is_file()
-    report = json.loads((paths.qat / qat.QAT_RESULT_FILE).read_text())
+    report = json.loads(paths.qat_result.read_text())
     assert report["float_accuracy"] == result.float_accuracy and report["config"]["epochs"] == 1
     assert result.backbone == "mobilenet_v1"
     reloaded = qat.load_qat_model(saved)
@@ -249,7 +279,7 @@ def test_unquantizable_models_and_missing_inputs_are_clear_errors(tmp_path, colo
     x = keras.layers.Lambda(lambda t: t * 2.0, name="my_lambda")(x)
     model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x)))
     with pytest.raises(ExportError, match="my_lambda"):
-        qat.quantize(model)
+        scheme.quantize(model)
 
     class Block(keras.Model):
         def call(self, x):
@@ -258,7 +288,7 @@ def test_unquantizable_models_and_missing_inputs_are_clear_errors(tmp_path, colo
     sub_inputs = keras.Input((SIZE, SIZE, 3))
     subclassed = keras.Model(sub_inputs, Block(name="block")(sub_inputs))
     with pytest.raises(ExportError, match="'block' is a subclassed Keras model"):
-        qat.prepare_for_quantization(subclassed)
+        rewrite.prepare_for_quantization(subclassed)
 
     with pytest.raises(RunDirError, match="no trained model"):
         (tmp_path / "empty").mkdir()
@@ -280,7 +310,6 @@ def _tiny_qat(record, **overrides):
 
 
 def test_same_seed_gives_the_same_qat_model_and_determinism_is_restored(tmp_path):
-    from tensorflow.python.framework import config as tf_config
 
     # Batches of 10 augmented images: enough parallel work that, without op determinism,
     # two runs here usually end with different weights.
@@ -288,10 +317,10 @@ def test_same_seed_gives_the_same_qat_model_and_determinism_is_restored(tmp_path
     names = sorted(TWO_COLOURS)
     items = [(str(f), names.index(f.parent.name)) for f in sorted(root.rglob("*.png"))]
     record = DatasetRecord(tuple(names), SIZE, tuple(items[:10] + items[12:22]), tuple(items[10:12] + items[22:]))
-    assert not tf_config.is_op_determinism_enabled()
+    assert not _internals.op_determinism_enabled()
     _, first = _tiny_qat(record, batch_size=10)
     _, second = _tiny_qat(record, batch_size=10)
-    assert not tf_config.is_op_determinism_enabled(), "QAT must leave the process as it found it"
+    assert not _internals.op_determinism_enabled(), "QAT must leave the process as it found it"
     weights = [(a, b) for a, b in zip(first.model.get_weights(), second.model.get_weights())]
     assert len(weights) > 50
     assert all(np.array_equal(a, b) for a, b in weights), "augmented QAT with one seed must be bit-reproducible"

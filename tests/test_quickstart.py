@@ -19,10 +19,11 @@ pytest.importorskip("tensorflow")
 pytestmark = [pytest.mark.tf, pytest.mark.slow]
 
 from edgetl.bundled import quickstart_dataset  # noqa: E402
-from edgetl.model_card import read_card  # noqa: E402
+from edgetl.export.variants import DEFAULT_VARIANTS  # noqa: E402
+from edgetl.model_metadata import read_edgetl_metadata  # noqa: E402
 
 TRASHNET = ("cardboard", "glass", "metal", "paper", "plastic", "trash")
-VARIANTS = ["fp32", "fp16", "dynamic", "int8", "qat-int8"]
+VARIANTS = list(DEFAULT_VARIANTS)  # fp32, fp16, dynamic, int8, qat-int8
 
 
 def test_shipped_subset_is_small_and_keeps_its_licence():
@@ -59,6 +60,6 @@ def test_quickstart_learns_the_shipped_photos_offline_and_quietly(tmp_path):
     # The float files keep the float model's accuracy; every file names the six classes.
     assert report["rows"][0]["accuracy"] >= 0.80
     for row in report["rows"]:
-        card = read_card((out / "export" / row["file"]).read_bytes())
+        card = read_edgetl_metadata((out / "export" / row["file"]).read_bytes())
         assert card.labels == TRASHNET
     assert "| qat-int8 |" in (out / "report.md").read_text()

@@ -82,6 +82,17 @@ def test_from_dict_rejects_unknown_keys_and_types():
     assert config.augment.enabled is False
 
 
+def test_renamed_recipe_keys_still_load_with_a_warning(caplog):
+    from edgetl.config import ExportConfig
+
+    with caplog.at_level("WARNING", logger="edgetl.config"):
+        config = from_dict(ExportConfig, {"max_accuracy_drop": 3.5}, "export")
+    assert config.flag_drop == 3.5
+    assert "`export.max_accuracy_drop` is now called `export.flag_drop`" in caplog.text
+    with pytest.raises(ConfigError, match="same setting"):
+        from_dict(ExportConfig, {"max_accuracy_drop": 3.5, "flag_drop": 1.0}, "export")
+
+
 def test_yaml_round_trip_and_malformed(tmp_path):
     text = dump_yaml({"data": DataConfig(path="d"), "train": TrainConfig(epochs=3)})
     file = tmp_path / "c.yaml"

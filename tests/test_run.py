@@ -15,9 +15,9 @@ from click.testing import CliRunner
 
 from conftest import CLASS_COLOURS, REPO, make_image_folder
 from edgetl.cli import main
+from edgetl.export.variants import DEFAULT_VARIANTS as VARIANTS
 from edgetl.report import VariantRow, recommend
 
-VARIANTS = ("fp32", "fp16", "dynamic", "int8", "qat-int8")
 # Names a labels file could mangle: Coral-like "INDEX LABEL" (sorted as text: 2, 0, 1), spaces at the ends, a comma,
 # '#', non-ASCII in NFD (as macOS writes folder names).
 AWKWARD = {" 2 blue ": CLASS_COLOURS["blue"], "0 red": CLASS_COLOURS["red"],
@@ -74,7 +74,7 @@ def test_recommend_admits_a_drop_that_is_not_measurable():
 
 
 @pytest.mark.parametrize("recipe, expected", [
-    ("export:\n  variants: [fp32, fp16]\n  edgetpu: true\n", "no integer variant"),
+    ("export:\n  variants: [fp32, fp16]\n  edgetpu: true\n", "no 8-bit integer variant"),
     ("export:\n  out_dir: elsewhere\n", "export.out_dir"),
     ("train:\n  epochs: 0\n  fine_tune_epochs: 0\n", "nothing would be trained"),
     ("report:\n  prefer: fastest\n", "`prefer`='fastest' is not valid"),
@@ -112,7 +112,7 @@ def test_edgetpu_recipe_without_variants_gets_the_default_integer_ones(tmp_path)
     result = subprocess.run([sys.executable, "-m", "edgetl", "run", "data", "--recipe", "recipe.yaml", "--out", "out"],
                             capture_output=True, text=True, cwd=tmp_path, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert result.returncode == 1 and "Only one class folder" in result.stderr, result.stderr
-    assert "note: Edge TPU: only the integer variants are compiled" in result.stdout
+    assert "note: Edge TPU: only the 8-bit integer variants are compiled" in result.stdout
 
 
 @pytest.mark.tf
@@ -204,6 +204,38 @@ def _class_names_round_trip(out, data, names):
     report = json.loads((out / "report.json").read_text())
     assert [row["min_runtime"] for row in report["rows"]] == [m["min_runtime_version"] for m in manifest["models"]]
     assert "min_runtime" in (out / "report.csv").read_text().splitlines()[0]
+
+
+def test_variant_lists_come_from_the_table():
+    """`run` exports the table's defaults; `export` documents every variant; int16x8 is opt-in."""
+    from edgetl.export.variants import VARIANTS as TABLE, float_variant_names
+
+    assert VARIANTS == tuple(name for name, variant in TABLE.items() if variant.default) and "int16x8" not in VARIANTS
+    assert float_variant_names() == [name for name in VARIANTS if not TABLE[name].needs_qat]
+    runner = CliRunner()
+    run_help = runner.invoke(main, ["run", "--help"]).output
+    assert ",".join(VARIANTS) in run_help.replace("\n", "").replace(" ", "")
+    export_help = runner.invoke(main, ["export", "--help"]).output.replace("\n", " ")
+    assert all(name in export_help for name in TABLE)
+
+
+def test_train_no_progress_reaches_the_stage(monkeypatch, tmp_path):
+    pytest.importorskip("tensorflow")
+    seen = {}
+
+    class Result:
+        def summary(self):
+            return "trained"
+
+    def fake_train(data, model, train, out, fresh, echo, progress):
+        seen["progress"] = progress
+        return Result()
+
+    monkeypatch.setattr("edgetl.train.train", fake_train)
+    data = make_image_folder(tmp_path / "data", per_class=3, size=24)
+    done = CliRunner().invoke(main, ["train", str(data), "--weights", "none", "--out", str(tmp_path / "o"), "--no-progress"])
+    assert done.exit_code == 0, done.output
+    assert seen["progress"] is False and "trained" in done.output
 
 
 @pytest.mark.tf

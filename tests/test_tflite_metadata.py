@@ -19,14 +19,14 @@ pytest.importorskip("ai_edge_litert")
 from device_models import (  # noqa: E402
     build_colour_model,
     build_minus_one_one_model,
-    colour_card,
+    colour_metadata,
     with_tflite_metadata,
 )
 
 from edgetl.cli import main  # noqa: E402
 from edgetl.export.metadata import carry_metadata, classifier_metadata, embed_metadata  # noqa: E402
 from edgetl.images import load_image  # noqa: E402
-from edgetl.model_card import embed_entries, read_card, read_metadata  # noqa: E402
+from edgetl.model_metadata import embed_entries, read_edgetl_metadata, read_metadata  # noqa: E402
 from edgetl.modelfile import parse_model  # noqa: E402
 from edgetl.tflite_metadata import (  # noqa: E402
     TFLiteMetadataError,
@@ -102,7 +102,7 @@ def test_reader_raises_only_its_own_error_on_damaged_buffers(coral_data):
 
 def test_hostile_vector_lengths_are_refused_fast():
     """A vector that claims millions of entries is refused, not walked."""
-    good = build_metadata(classifier_metadata(colour_card("float32")))
+    good = build_metadata(classifier_metadata(colour_metadata("float32")))
     parsed = parse_metadata(good)
     # The subgraph vector: the root table's 4th field points at it; give it 2**31 - 1 entries.
     root = struct.unpack_from("<I", good, 0)[0]
@@ -138,20 +138,20 @@ def test_rewriting_googles_metadata_keeps_outputs_bit_identical(coral_data):
 # === edgetl's own files ===
 
 def test_embedded_metadata_of_an_edgetl_file(tmp_path):
-    card = colour_card("int8", labels=("0 red", "1 green", "10 blue"))
+    card = colour_metadata("int8", labels=("0 red", "1 green", "10 blue"))
     plain = build_colour_model("int8")
     data = embed_metadata(plain, card)
     info = parse_model(data)
-    assert info.card == card and info.warnings == ()
+    assert info.edgetl_metadata == card and info.warnings == ()
     standard = info.tflite_metadata
     assert standard.labels == card.labels and standard.files == {"labels.txt": len("0 red\n1 green\n10 blue\n")}
     (image,), (scores,) = standard.inputs, standard.outputs
     assert image.mean == card.mean and image.std == card.std and image.image_size == (8, 8)
     assert (image.name, scores.name) == ("image", "probabilities")
     # About 1 KB on top of edgetl's own entry; the model itself is untouched.
-    from edgetl.model_card import embed_card
+    from edgetl.model_metadata import embed_edgetl_metadata
 
-    assert 0 < len(data) - len(embed_card(plain, card)) < 1200
+    assert 0 < len(data) - len(embed_edgetl_metadata(plain, card)) < 1200
     pixels = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3))
     np.testing.assert_array_equal(_interpreter_outputs(data, pixels), _interpreter_outputs(plain, pixels))
 
@@ -163,19 +163,19 @@ def test_unnamed_io_tensors_get_the_metadata_names():
         model.subgraphs[0].tensors[0].name = ""
         model.subgraphs[0].tensors[3].name = ""
 
-    data = embed_metadata(_pack_mutated(build_colour_model("float32"), unname), colour_card("float32"))
+    data = embed_metadata(_pack_mutated(build_colour_model("float32"), unname), colour_metadata("float32"))
     info = parse_model(data)
     assert (info.inputs[0].name, info.outputs[0].name) == ("image", "probabilities")
 
 
 def test_carry_metadata_restores_entries_and_zip_after_a_rewrite():
     """What edgetl does after the Edge TPU compiler: lost entries and the zip come back, the zip last."""
-    card = colour_card("uint8")
+    card = colour_metadata("uint8")
     source = embed_metadata(build_colour_model("uint8"), card)
     stripped = build_colour_model("uint8")  # as a tool that drops metadata would write it
     restored = carry_metadata(source, stripped, dataclasses.replace(card, variant="int8-edgetpu"))
     info = parse_model(restored)
-    assert info.card.variant == "int8-edgetpu" and info.tflite_metadata.labels == card.labels
+    assert info.edgetl_metadata.variant == "int8-edgetpu" and info.tflite_metadata.labels == card.labels
     assert carry_metadata(source, source) == source  # nothing lost: unchanged
 
 
@@ -206,18 +206,18 @@ def _labels_file(tmp_path, labels):
     return path
 
 
-def test_card_wins_over_standard_metadata_and_flags_win_over_both(tmp_path, tiny_folder):
-    card = colour_card("float32")  # mean 0, std 255: the colour model takes [0, 1]
+def test_edgetl_metadata_wins_over_standard_metadata_and_flags_win_over_both(tmp_path, tiny_folder):
+    card = colour_metadata("float32")  # mean 0, std 255: the colour model takes [0, 1]
     data = with_tflite_metadata(embed_entries(build_colour_model("float32"), {"edgetl.model_card": card.to_json().encode()}),
                                 ("r", "g", "b"), mean=127.5, std=127.5)
     model = tmp_path / "both.tflite"
     model.write_bytes(data)
     info = parse_model(data)
-    assert read_card(data) == card and info.tflite_metadata.labels == ("r", "g", "b")
+    assert read_edgetl_metadata(data) == card and info.tflite_metadata.labels == ("r", "g", "b")
     result = json.loads(run("eval", model, tiny_folder, "--json").output)
-    assert result["top1"] == 1.0 and "from card" in result["preprocessing"]
+    assert result["top1"] == 1.0 and "from edgetl metadata" in result["preprocessing"]
     inspected = run("inspect", model).output
-    assert "labels from the model card: red, green, blue" in inspected and "from card" in inspected
+    assert "labels from the edgetl metadata: red, green, blue" in inspected and "from edgetl metadata" in inspected
     flagged = json.loads(run("predict", model, next((tiny_folder / "red").iterdir()), "--labels",
                              _labels_file(tmp_path, ("R", "G", "B")), "--json").output)
     assert flagged["predictions"][0]["top"][0]["label"] == "R"
@@ -225,21 +225,21 @@ def test_card_wins_over_standard_metadata_and_flags_win_over_both(tmp_path, tiny
 
 def test_inspect_shows_both_blocks_and_the_minimum_runtime(tmp_path, coral_data):
     model = tmp_path / "m.tflite"
-    model.write_bytes(embed_metadata(build_colour_model("uint8"), colour_card("uint8")))
+    model.write_bytes(embed_metadata(build_colour_model("uint8"), colour_metadata("uint8")))
     result = run("inspect", model)
     assert result.exit_code == 0, result.output
     text = result.output
     assert "TFLite metadata: 'test_colour_mean image classifier', parser >= 1.0.0" in text
     assert "input 'image': ImageProperties RGB, NormalizationOptions mean 0 std 255" in text
     assert "output 'probabilities': FeatureProperties" in text and "TENSOR_AXIS_LABELS labels.txt (3 labels: red" in text
-    assert "model card: test_colour_mean" in text and "appended zip: labels.txt (15 B)" in text
+    assert "edgetl metadata: test_colour_mean" in text and "appended zip: labels.txt (15 B)" in text
     assert "min runtime: not recorded" in text  # a hand-built flatbuffer has no converter entry
     coral = run("inspect", coral_data / MOBILENET_V2).output
-    assert "min runtime: TFLite 1.5.0" in coral and "model card: none" in coral
+    assert "min runtime: TFLite 1.5.0" in coral and "edgetl metadata: none" in coral
     assert "labels from the TFLite metadata, imagenet_labels.txt: background, 'tench, Tinca tinca'" in coral
     assert "fed raw pixels, as MediaPipe does" in coral
     data = json.loads(run("inspect", model, "--json").output)
-    assert data["tflite_metadata"]["labels"] == ["red", "green", "blue"] and data["card"]["variant"] == "int8"
+    assert data["tflite_metadata"]["labels"] == ["red", "green", "blue"] and data["edgetl_metadata"]["variant"] == "int8"
 
 
 # === damaged metadata in a third-party file: a warning, the defaults, never a traceback ===
@@ -323,8 +323,8 @@ def test_associated_files_of_a_file_without_a_zip_are_empty():
 
 
 def test_replacing_an_entry_leaves_no_orphan_buffer():
-    card = colour_card("uint8")
+    card = colour_metadata("uint8")
     once = embed_metadata(build_colour_model("uint8"), card)
     twice = carry_metadata(once, once, dataclasses.replace(card, variant="int8-edgetpu"))
-    assert read_card(twice).variant == "int8-edgetpu" and parse_model(twice).tflite_metadata.labels == card.labels
+    assert read_edgetl_metadata(twice).variant == "int8-edgetpu" and parse_model(twice).tflite_metadata.labels == card.labels
     assert abs(len(twice) - len(once)) < 64  # the card's buffer was rewritten, not a second one added

@@ -194,7 +194,7 @@ def test_recipe_sets_defaults_and_typed_flags_override(tmp_path, monkeypatch, co
 
     seen = {}
 
-    def fake_train(data, model, train_config, out, fresh, echo):
+    def fake_train(data, model, train_config, out, fresh, echo, progress=True):
         seen.update(data=data, model=model, train=train_config, out=out)
         raise SystemExit(0)
 

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from edgetl.data.folder import ImageFolder, scan_candidates
-from edgetl.data.store import ImageStore, decode_settings, store_folder
+from edgetl.data.store import INDEX_FILE, ImageStore, decode_settings, store_folder
 from edgetl.images import ImageReadError, file_digest_bytes, read_image_bytes
+from edgetl.run_dir import RunPaths
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +105,7 @@ def current_identity(path: str, val_path: Optional[str], run_dir: str, size: int
     train = scan_candidates(path)
     folders = [train] + ([scan_candidates(val_path, class_names=train.class_names)] if val_path else [])
     folder = store_folder(run_dir, size)
-    store = ImageStore(folder, size, echo=lambda line: None) if (folder / "index.json").is_file() else None
+    store = ImageStore(folder, size, echo=lambda line: None) if (folder / INDEX_FILE).is_file() else None
     try:
         return data_identity(folders, store_digests(store), size)
     finally:
@@ -118,7 +119,7 @@ def recorded_identity(run_dir) -> Optional[DataIdentity]:
     Args:
       run_dir: the run directory (a path or an ``edgetl.run_dir.RunPaths``).
     """
-    dataset = run_dir.dataset if hasattr(run_dir, "dataset") else Path(run_dir) / "dataset.json"
+    dataset = run_dir.dataset if hasattr(run_dir, "dataset") else RunPaths.of(run_dir).dataset
     try:
         return DataIdentity.from_dict(json.loads(Path(dataset).read_text(encoding="utf-8"))["identity"])
     except (OSError, ValueError, KeyError, TypeError, IndexError):

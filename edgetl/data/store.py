@@ -65,7 +65,6 @@ import collections
 import concurrent.futures
 import contextlib
 import dataclasses
-import errno
 import json
 import logging
 import os
@@ -79,13 +78,13 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Un
 import numpy as np
 
 from edgetl._atomic import atomic_path, write_json
-from edgetl.errors import StoreError
+from edgetl.errors import DISK_FULL_ERRNOS, StoreError
+from edgetl.run_dir import RunPaths
 from edgetl.images import (DECODE_VERSION, RESIZE_FILTER, ImageReadError, decode_image_bytes, file_digest_bytes,
                            read_image_bytes)
 
 logger = logging.getLogger(__name__)
 
-STORE_DIR = "store"
 FORMAT = 1
 INDEX_FILE = "index.json"
 # The index is committed at least this often while a build runs, so a kill loses little decoding.
@@ -95,8 +94,6 @@ COMMIT_SECONDS = 30.0
 GARBAGE_SHARE = 0.25
 # From this many files to decode on, a process pool (see the module docstring).
 PROCESS_POOL_MIN = 4096
-_DISK_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
-                errno.EFBIG: "file too large"}
 
 PathLike = Union[str, os.PathLike]
 
@@ -108,7 +105,7 @@ def store_name(size: int) -> str:
 
 def store_folder(run_dir: PathLike, size: int) -> Path:
     """``RUN/store/<settings>``: where the run's decoded store of ``size`` px lives."""
-    return Path(run_dir) / STORE_DIR / store_name(size)
+    return RunPaths.of(run_dir).store / store_name(size)
 
 
 def decode_settings(size: int) -> Dict[str, object]:
@@ -462,7 +459,7 @@ class ImageStore:
             self._disk_error(e, total, bar)
 
     def _disk_error(self, error: OSError, total: int, bar) -> None:
-        reason = _DISK_ERRNOS.get(error.errno)
+        reason = DISK_FULL_ERRNOS.get(error.errno)
         if reason is None:
             raise error
         done = max(self.committed_rows, 0)
@@ -485,7 +482,7 @@ class ImageStore:
                 for old in used:
                     out.write(_pread(source, self.row_bytes, old * self.row_bytes))
         except OSError as e:
-            if e.errno in _DISK_ERRNOS:
+            if e.errno in DISK_FULL_ERRNOS:
                 return  # compaction only saves space; the store is valid without it
             raise
         finally:

@@ -1,24 +1,24 @@
-"""Edge TPU: check a ``.tflite`` against the Edge TPU's rules, run ``edgetpu_compiler`` if on PATH (never installs it).
+"""Edge TPU at export time: run ``edgetpu_compiler`` if on PATH (never installs it) on files the rules accept.
 
-No TensorFlow: the model is read with the ``tflite`` schema package
-(``edgetl.tflite_schema``), and the compiler is a subprocess.
+The rules themselves (Coral's requirements and op list, one verdict) are
+``edgetl.edgetpu``, shared with ``edgetl inspect``. No TensorFlow: the
+compiler is a subprocess.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import re
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Optional, Tuple
 
-from edgetl import tflite_schema
 from edgetl._atomic import write_bytes
+from edgetl.edgetpu import EdgeTPUCheck
 from edgetl.errors import ExportError
-from edgetl.model_card import check_tflite_bytes, read_card
+from edgetl.model_metadata import read_edgetl_metadata
 
 COMPILER = "edgetpu_compiler"
 INSTALL_HINT = (
@@ -26,45 +26,6 @@ INSTALL_HINT = (
     f"install the 'edgetpu-compiler' package from Coral's apt repository (https://coral.ai/docs/edgetpu/compiler/), "
     f"then re-run with --edgetpu."
 )
-
-# Coral's list of operations the Edge TPU can execute (coral.ai/docs/edgetpu/models-intro).
-# An op outside it runs on the CPU, and so does everything after it in the graph.
-EDGETPU_OPS = frozenset({
-    "ADD", "AVERAGE_POOL_2D", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D", "EXPAND_DIMS", "FULLY_CONNECTED",
-    "L2_NORMALIZATION", "LOGISTIC", "LSTM", "MAXIMUM", "MAX_POOL_2D", "MEAN", "MINIMUM", "MUL", "PACK", "PAD",
-    "PRELU", "QUANTIZE", "REDUCE_MAX", "REDUCE_MIN", "RELU", "RELU6", "RELU_N1_TO_1", "RESHAPE",
-    "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "RSQRT", "SLICE", "SOFTMAX", "SPACE_TO_DEPTH", "SPLIT",
-    "SQUEEZE", "STRIDED_SLICE", "SUB", "SUM", "SQUARED_DIFFERENCE", "TANH", "TRANSPOSE", "TRANSPOSE_CONV",
-})
-_INTEGER_TYPES = {"INT8", "UINT8", "INT32", "INT64", "BOOL"}
-
-
-@dataclasses.dataclass(frozen=True)
-class EdgeTPUCheck:
-    """Whether a model meets the Edge TPU's rules before compiling.
-
-    Attributes:
-      ok: fully integer with static shapes (the compiler accepts it).
-      problems: rule violations that stop the compile, one line each.
-      cpu_ops: op name -> count of ops outside the Edge TPU op list (they and
-        what follows them run on the CPU; not fatal).
-      op_counts: op name -> count over the whole model.
-    """
-
-    ok: bool
-    problems: Tuple[str, ...]
-    cpu_ops: Dict[str, int]
-    op_counts: Dict[str, int]
-
-    def summary(self) -> str:
-        """One line for the export report."""
-        if not self.ok:
-            return "not Edge TPU compatible: " + "; ".join(self.problems)
-        if self.cpu_ops:
-            listed = ", ".join(f"{name} x{count}" for name, count in sorted(self.cpu_ops.items()))
-            return f"fully integer, static shapes; ops outside the Edge TPU op list (CPU): {listed}"
-        return "fully integer, static shapes; every op is in the Edge TPU op list"
-
 
 @dataclasses.dataclass(frozen=True)
 class EdgeTPUResult:
@@ -96,74 +57,18 @@ class EdgeTPUResult:
         return dataclasses.asdict(self)
 
 
-def _operator_names() -> Dict[int, str]:
-    return tflite_schema.enum_names(tflite_schema.reader().BuiltinOperator)
+def check_edgetpu_rules(data: bytes, name: str = "model") -> EdgeTPUCheck:
+    """The Edge TPU's verdict on ``.tflite`` bytes: ``edgetl.edgetpu.check`` of ``parse_model`` (what ``inspect`` shows).
 
-
-def _type_names() -> Dict[int, str]:
-    return tflite_schema.enum_names(tflite_schema.reader().TensorType)
-
-
-def model_ops(data: bytes) -> List[Tuple[str, List[Tuple[str, bool, Tuple[int, ...]]]]]:
-    """Every op of the main subgraph as ``(op name, [(tensor type, quantized, shape signature), ...])``."""
-    check_tflite_bytes(data)
-    model = tflite_schema.reader().Model.GetRootAs(data, 0)
-    ops_by_code = _operator_names()
-    types = _type_names()
-    codes = []
-    for index in range(model.OperatorCodesLength()):
-        code = model.OperatorCodes(index)
-        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
-        name = ops_by_code.get(builtin, f"OP_{builtin}")
-        if name == "CUSTOM":
-            name = f"CUSTOM:{(code.CustomCode() or b'').decode('utf-8', 'replace')}"
-        codes.append(name)
-    graph = model.Subgraphs(0)
-    result = []
-    for index in range(graph.OperatorsLength()):
-        op = graph.Operators(index)
-        tensors = []
-        for tensor_index in list(op.InputsAsNumpy()) + list(op.OutputsAsNumpy()):
-            if tensor_index < 0:
-                continue
-            tensor = graph.Tensors(int(tensor_index))
-            quantization = tensor.Quantization()
-            quantized = quantization is not None and quantization.ScaleLength() > 0
-            signature = tuple(int(d) for d in (tensor.ShapeSignatureAsNumpy() if tensor.ShapeSignatureLength() else tensor.ShapeAsNumpy() if tensor.ShapeLength() else ()))
-            tensors.append((types.get(tensor.Type(), str(tensor.Type())), quantized, signature))
-        result.append((codes[op.OpcodeIndex()], tensors))
-    return result
-
-
-def check_edgetpu_rules(data: bytes) -> EdgeTPUCheck:
-    """Checks the Edge TPU's rules: every tensor integer and quantized, every shape static.
-
-    Args:
-      data: ``.tflite`` bytes.
-
-    Returns:
-      An EdgeTPUCheck; ``ok`` is False when the compiler would reject the model.
+    Raises:
+      ModelFileError: the bytes are not a readable TFLite model.
 
     Example:
       >>> print(check_edgetpu_rules(Path("m_int8.tflite").read_bytes()).summary())
     """
-    ops = model_ops(data)
-    counts = collections.Counter(name for name, _ in ops)
-    float_ops = collections.Counter()
-    dynamic = collections.Counter()
-    for name, tensors in ops:
-        if any(dtype not in _INTEGER_TYPES for dtype, _, _ in tensors):
-            float_ops[name] += 1
-        if any(d < 0 for _, _, shape in tensors for d in shape):
-            dynamic[name] += 1
-    problems = []
-    if float_ops:
-        problems.append("float tensors in " + ", ".join(f"{n} x{c}" for n, c in sorted(float_ops.items()))
-                        + " (export the int8 or qat-int8 variant)")
-    if dynamic:
-        problems.append("dynamic shapes in " + ", ".join(f"{n} x{c}" for n, c in sorted(dynamic.items())))
-    cpu = {name: count for name, count in counts.items() if name not in EDGETPU_OPS}
-    return EdgeTPUCheck(ok=not problems, problems=tuple(problems), cpu_ops=cpu, op_counts=dict(counts))
+    from edgetl.modelfile import parse_model
+
+    return parse_model(data, name).edgetpu
 
 
 def find_compiler() -> Optional[str]:
@@ -205,7 +110,7 @@ def compile_edgetpu(model_path: str, out_dir: Optional[str] = None, timeout_s: i
 
     The compiler writes into a temporary folder; the result is moved into
     ``out_dir`` only when complete, with the metadata the compiler dropped put
-    back (the edgetl model card, the standard TFLite metadata) and the zip of
+    back (the edgetl model metadata, the standard TFLite metadata) and the zip of
     associated files (``labels.txt``) appended again.
 
     Args:
@@ -253,9 +158,9 @@ def compile_edgetpu(model_path: str, out_dir: Optional[str] = None, timeout_s: i
 
         data = compiled.read_bytes()
         original = source.read_bytes()
-        card = read_card(original)
-        dropped = card is not None and read_card(data) is None
-        data = carry_metadata(original, data, dataclasses.replace(card, variant=f"{card.variant}-edgetpu") if dropped else None)
+        metadata = read_edgetl_metadata(original)
+        dropped = metadata is not None and read_edgetl_metadata(data) is None
+        data = carry_metadata(original, data, dataclasses.replace(metadata, variant=f"{metadata.variant}-edgetpu") if dropped else None)
         final = write_bytes(target_dir / f"{stem}.tflite", data)
         log_path = None
         if log_text:
@@ -268,5 +173,5 @@ def compile_edgetpu(model_path: str, out_dir: Optional[str] = None, timeout_s: i
     return EdgeTPUResult(str(source), str(final), log_path, tpu, cpu, rows, subgraphs, version, message + ".")
 
 
-__all__ = ["EDGETPU_OPS", "INSTALL_HINT", "EdgeTPUCheck", "EdgeTPUResult", "check_edgetpu_rules", "compile_edgetpu",
-           "find_compiler", "model_ops", "parse_compiler_output"]
+__all__ = ["INSTALL_HINT", "EdgeTPUCheck", "EdgeTPUResult", "check_edgetpu_rules", "compile_edgetpu", "find_compiler",
+           "parse_compiler_output"]

@@ -9,19 +9,21 @@ Coral images, and the TFLite inside the Task Library 0.4.4.
 Only one setting is needed today, measured with TensorFlow 2.21: since TF
 2.17 the dynamic-range quantizer writes per-channel int8 weights into
 FULLY_CONNECTED, op version 12 (``min_runtime_version`` 2.17.0). The
-converter's ``_experimental_disable_per_channel_quantization_for_dense_layers``
-keeps dense weights per-tensor (version 9, 2.4.0) at the same size. The public
+converter's private ``_experimental_disable_per_channel_quantization_for_dense_layers``
+(``edgetl._internals.keep_dense_weights_per_tensor``) keeps dense weights
+per-tensor (version 9, 2.4.0) at the same size. The public
 alternative, ``experimental_new_dynamic_range_quantizer = False``, gives
 version 9 too but a 10% larger file and a wrong ``min_runtime_version`` (1.6.0
 for a file with CONV_2D version 5), so the private flag is used. A file still
-newer than the target is named in one warning line at export time.
+newer than the target is named in one warning line at export time. Which
+variant needs which setting is in the variant table (``edgetl.export.variants``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from edgetl.errors import ConfigError
 
@@ -31,27 +33,32 @@ _VERSION = re.compile(r"^\d+(\.\d+){0,2}$")
 
 @dataclasses.dataclass(frozen=True)
 class ConverterSetting:
-    """A converter attribute that keeps a variant's op versions within older runtimes.
+    """A converter switch that keeps a variant's op versions within older runtimes (a row of the variant table holds it).
 
     Attributes:
-      variants: variants it applies to.
-      attribute: the ``TFLiteConverter`` attribute.
-      value: the value set.
+      name: what it does, for messages and the docs.
+      apply: ``apply(converter) -> bool`` sets it on a ``TFLiteConverter``;
+        False when this TensorFlow no longer has the switch (the file is then
+        named by the min-runtime check instead).
       needed_below: runtimes older than this need it (newer ones get the converter's default).
       why: the op version it avoids.
     """
 
-    variants: Tuple[str, ...]
-    attribute: str
-    value: Any
+    name: str
+    apply: Callable[[Any], bool] = dataclasses.field(compare=False, repr=False)
     needed_below: Tuple[int, ...]
     why: str
 
 
-SETTINGS = (
-    ConverterSetting(("dynamic",), "_experimental_disable_per_channel_quantization_for_dense_layers", True, (2, 17),
-                     "per-channel dynamic-range FULLY_CONNECTED is op version 12, added in TFLite 2.17"),
-)
+def _keep_dense_weights_per_tensor(converter: Any) -> bool:
+    from edgetl import _internals
+
+    return _internals.keep_dense_weights_per_tensor(converter)
+
+
+PER_TENSOR_DENSE_WEIGHTS = ConverterSetting(
+    "per-tensor dynamic-range FULLY_CONNECTED weights", _keep_dense_weights_per_tensor, (2, 17),
+    "per-channel dynamic-range FULLY_CONNECTED is op version 12, added in TFLite 2.17")
 
 
 def parse_version(text: str, what: str = "--min-runtime") -> Tuple[int, ...]:
@@ -67,10 +74,10 @@ def parse_version(text: str, what: str = "--min-runtime") -> Tuple[int, ...]:
     return parts + (0,) * (3 - len(parts))
 
 
-def converter_settings(variant: str, target: str) -> Dict[str, Any]:
-    """Attribute -> value to set on the converter of ``variant`` so the file loads in runtime ``target``."""
+def needed_settings(settings: Sequence[ConverterSetting], target: str) -> List[ConverterSetting]:
+    """The ``settings`` a file must be converted with to load in TFLite runtime ``target``."""
     wanted = parse_version(target)
-    return {s.attribute: s.value for s in SETTINGS if variant in s.variants and wanted < s.needed_below}
+    return [setting for setting in settings if wanted < setting.needed_below]
 
 
 def runtime_warning(variant: str, file_version: str, target: str) -> Optional[str]:
@@ -88,4 +95,5 @@ def runtime_warning(variant: str, file_version: str, target: str) -> Optional[st
             f"variant to such devices, or raise --min-runtime if none of them runs an older runtime.")
 
 
-__all__ = ["DEFAULT_MIN_RUNTIME", "SETTINGS", "ConverterSetting", "converter_settings", "parse_version", "runtime_warning"]
+__all__ = ["DEFAULT_MIN_RUNTIME", "PER_TENSOR_DENSE_WEIGHTS", "ConverterSetting", "needed_settings", "parse_version",
+           "runtime_warning"]

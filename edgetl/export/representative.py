@@ -112,10 +112,14 @@ def representative_images(
     items, source = calibration_items(dataset, calibration_dir)
     images, skipped = load_images(sample_paths(items, count, seed), size, None if calibration_dir else store)
     if len(images) == 0:
+        from edgetl.export.variants import VARIANTS
+
+        calibrated = [name for name, variant in VARIANTS.items() if variant.needs_calibration]
+        uncalibrated = [name for name in VARIANTS if name not in calibrated]
         raise ExportError(
-            f"int8 export needs calibration images, but {source} has {len(items)} image(s) and "
-            f"{len(skipped)} could not be read. Pass --calibration-dir FOLDER with training-like images, "
-            f"or export without int8 (--variants fp32,fp16,dynamic)."
+            f"Integer export ({', '.join(calibrated)}) needs calibration images, but {source} has {len(items)} image(s) "
+            f"and {len(skipped)} could not be read. Pass --calibration-dir FOLDER with training-like images, "
+            f"or export only --variants {','.join(uncalibrated)}."
         )
     return images
 

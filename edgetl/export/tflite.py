@@ -1,4 +1,4 @@
-"""TFLite conversion of a run into fp32/fp16/dynamic/int8/qat-int8 files, each verified and carrying its model card.
+"""TFLite conversion of a run into one file per variant (``edgetl.export.variants``), each verified and carrying its edgetl metadata.
 
 Each model is traced once into a SavedModel holding only its serving function
 and variables, and every variant converts from that SavedModel.
@@ -27,21 +27,22 @@ from edgetl._native import capture_native_output
 from edgetl.config import ExportConfig, load_yaml
 from edgetl.errors import EdgetlError, ExportError, RunDirError
 from edgetl.export.metadata import embed_metadata
-from edgetl.export.min_runtime import DEFAULT_MIN_RUNTIME, converter_settings, runtime_warning
+from edgetl.export.min_runtime import DEFAULT_MIN_RUNTIME, needed_settings, runtime_warning
 from edgetl.export.representative import load_images, representative_dataset, representative_images
-from edgetl.export.variants import DEFAULT_VARIANTS, TFLiteVariant, get_variant
+from edgetl.export.variants import (DEFAULT_VARIANTS, REFERENCE_VARIANT, VARIANTS, TFLiteVariant, float_variant_names,
+                                     get_variant)
 from edgetl.labels import labels_from_text
+from edgetl.metrics import top1_accuracy
 from edgetl.model.keras import tf
-from edgetl.model_card import ModelCard, TensorSpec, labels_text
+from edgetl.model_metadata import EdgetlMetadata, TensorSpec, labels_text
 from edgetl.run_dir import DatasetRecord, RunPaths
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_FILE = "manifest.json"
-LABELS_FILE = "labels.txt"
+MANIFEST_FILE = RunPaths.MANIFEST
+LABELS_FILE = RunPaths.LABELS
 SERVING_INPUT = "image"
 SERVING_OUTPUT = "probabilities"
-QAT_CALIBRATION_IMAGES = 100
 
 
 # ============================================================================
@@ -53,7 +54,7 @@ class TracedModel:
     """A Keras model traced once into a minimal SavedModel (batch 1, static shape) for repeated conversion.
 
     Use as a context manager; the SavedModel lives in a temporary folder.
-    With ``fold`` (an ``edgetl.qat.InputFold``), ``model`` is the part after
+    With ``fold`` (an ``edgetl.quant.fold.InputFold``), ``model`` is the part after
     the input normalisation and takes normalised values, and integer
     variants get the fold's input quantization: a QAT model (``qat=True``)
     through a fake-quant op on ``fold.range`` in front of it, a float model
@@ -104,39 +105,39 @@ class TracedModel:
 
     def convert(self, variant: TFLiteVariant, io_type: str = "uint8",
                 representative: Optional[np.ndarray] = None, min_runtime: str = DEFAULT_MIN_RUNTIME) -> bytes:
-        """Converts the traced model into ``variant``, keeping op versions loadable by TFLite ``min_runtime`` where it can.
+        """Converts the traced model as ``variant``'s row says, keeping op versions loadable by TFLite ``min_runtime`` where it can.
 
         Raises:
           ExportError: when the converter fails or calibration images are missing.
         """
+        from edgetl import _internals
+
         converter = tf.lite.TFLiteConverter.from_saved_model(self.path)
-        for attribute, value in converter_settings(variant.name, min_runtime).items():
-            if hasattr(converter, attribute):  # a private converter flag: gone in another TensorFlow, the check stays
-                setattr(converter, attribute, value)
-        if variant.name == "fp16":
+        for setting in needed_settings(variant.min_runtime_settings, min_runtime):
+            setting.apply(converter)  # a private switch gone in another TensorFlow: the min-runtime check stays
+        if variant.optimize:
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.target_spec.supported_types = [tf.float16]
-        elif variant.name == "dynamic":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        elif variant.integer_io:
+        if variant.supported_types:
+            converter.target_spec.supported_types = [getattr(tf, name) for name in variant.supported_types]
+        if variant.needs_calibration:
             if representative is None or len(representative) == 0:
                 raise ExportError(
                     f"Variant '{variant.name}' needs calibration images, got none. Pass --calibration-dir FOLDER, "
                     f"or drop '{variant.name}' from --variants."
                 )
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            # A QAT graph carries its ranges in fake-quant ops; the converter still
-            # insists on data for full-integer output and uses it only where a range is missing.
+            images = representative[:variant.calibration_cap] if variant.calibration_cap else representative
             converter.representative_dataset = representative_dataset(
-                representative, self.fold.normalise if self.fold is not None else None)
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+                images, self.fold.normalise if self.fold is not None else None)
+        if variant.supported_ops:
+            converter.target_spec.supported_ops = [getattr(tf.lite.OpsSet, name) for name in variant.supported_ops]
+        if variant.integer_io:
             converter.inference_input_type = getattr(tf, io_type)
             converter.inference_output_type = getattr(tf, io_type)
         pin_input = variant.integer_io and self.fold is not None and not self.qat
         if pin_input:
             # A fake-quant op in a float graph would not do: its output is calibrated like any tensor,
             # and data that never reaches pixel 0 or 255 adds a requantizing op behind the input.
-            converter._experimental_calibrate_only = True  # pylint: disable=protected-access
+            _internals.calibrate_only(converter)
         captured = {"text": ""}
         try:
             with capture_native_output((1, 2)) as captured:
@@ -155,12 +156,10 @@ class TracedModel:
     def _quantize_calibrated(self, calibrated: bytes, io_type: str) -> bytes:
         """Quantizes a calibrated float model after setting its input's range to the fold's pixel grid.
 
-        This is the converter's own last step (``TFLiteConverter._quantize``
-        calls the same ``mlir_quantize``), with one recorded range replaced.
+        This is the converter's own last step (``edgetl._internals.quantize_calibrated``),
+        with one recorded range replaced.
         """
-        from tensorflow.lite.python.convert import mlir_quantize
-
-        from edgetl import tflite_schema
+        from edgetl import _internals, tflite_schema
 
         buffer = bytearray(calibrated)
         graph = tflite_schema.reader().Model.GetRootAs(buffer, 0).Subgraphs(0)
@@ -172,8 +171,7 @@ class TracedModel:
             )
         # Views into ``buffer``: the range is rewritten in place.
         params.MinAsNumpy()[0], params.MaxAsNumpy()[0] = self.fold.range
-        return mlir_quantize(bytes(buffer), False, input_data_type=getattr(tf, io_type),
-                             output_data_type=getattr(tf, io_type))
+        return _internals.quantize_calibrated(bytes(buffer), getattr(tf, io_type), getattr(tf, io_type))
 
 
 def convert_variants(
@@ -191,17 +189,17 @@ def convert_variants(
 ) -> Dict[str, bytes]:
     """Converts ``float_model`` (and ``qat_model``) into every variant, tracing each model once.
 
-    For int8 and qat-int8, an input normalisation that is the same for every
-    channel (``edgetl.qat.input_fold``) becomes the input tensor's
-    quantization instead of an op; the part of the model after it is traced
-    once more for them.
+    For the integer-I/O variants (int8, qat-int8), an input normalisation
+    that is the same for every channel (``edgetl.quant.fold.input_fold``)
+    becomes the input tensor's quantization instead of an op; the part of the
+    model after it is traced once more for them.
 
     Args:
-      float_model: the float classifier (ideally from ``qat.prepare_for_quantization``).
+      float_model: the float classifier (ideally from ``edgetl.quant.rewrite.prepare_for_quantization``).
       variants: variant names.
       size: square input side.
-      representative: uint8 calibration images for int8 (and qat-int8).
-      qat_model: the QAT model; needed for 'qat-int8'.
+      representative: uint8 calibration images for the calibrated variants.
+      qat_model: the QAT model; needed for the QAT variants (qat-int8).
       io_type: 'uint8' or 'int8' for the integer variants.
       on_done: called as ``on_done(name, data, seconds)`` after each conversion.
       timings: when given, receives ``trace`` (seconds spent tracing/saving)
@@ -214,10 +212,10 @@ def convert_variants(
         (``edgetl.export.min_runtime``).
 
     Returns:
-      ``{variant name: .tflite bytes}`` without model cards.
+      ``{variant name: .tflite bytes}`` without edgetl metadata.
 
     Raises:
-      ExportError: a conversion failed or 'qat-int8' was asked without a QAT model.
+      ExportError: a conversion failed or a QAT variant was asked without a QAT model.
 
     Example:
       >>> files = convert_variants(model, ["fp32", "int8"], 224, representative_images(dataset, 224))
@@ -227,8 +225,7 @@ def convert_variants(
     plain = [v for v in chosen if not v.needs_qat]
     quantized = [v for v in chosen if v.needs_qat]
     if quantized and qat_model is None:
-        raise ExportError("Variant 'qat-int8' needs the QAT model; run `edgetl qat RUN_DIR` first.")
-    qat_images = None if representative is None else representative[:QAT_CALIBRATION_IMAGES]
+        raise ExportError(f"Variant '{quantized[0].name}' needs the QAT model; run `edgetl qat RUN_DIR` first.")
     jobs = []  # (model to trace, variants, calibration images, InputFold or None)
     float_fold = _input_fold(float_model, exact=False) if fold_input and any(v.integer_io for v in plain) else None
     if float_fold is None:
@@ -238,8 +235,8 @@ def convert_variants(
         jobs.append((float_fold[1], [v for v in plain if v.integer_io], representative, float_fold[0]))
     if quantized:
         qat_fold = _input_fold(qat_model, exact=True) if fold_input else None
-        jobs.append((qat_model, quantized, qat_images, None) if qat_fold is None
-                    else (qat_fold[1], quantized, qat_images, qat_fold[0]))
+        jobs.append((qat_model, quantized, representative, None) if qat_fold is None
+                    else (qat_fold[1], quantized, representative, qat_fold[0]))
     for model, group, images, fold in jobs:
         if not group:
             continue
@@ -262,7 +259,7 @@ def convert_variants(
 def _input_fold(model, exact: bool):
     if model is None or not getattr(model, "inputs", None):
         return None
-    from edgetl.qat import input_fold
+    from edgetl.quant.fold import input_fold
 
     return input_fold(model, exact=exact)
 
@@ -295,8 +292,8 @@ def predict_tflite(path: Union[str, Path], images: np.ndarray) -> np.ndarray:
     from edgetl.runtime.tensors import input_transform
 
     loaded = load_interpreter(path, delegate="xnnpack", threads=os.cpu_count() or 1)
-    # The embedded card says how pixels become the input tensor, as on the device.
-    transform = input_transform(loaded.model.inputs[0], loaded.model.card, model_name=str(path))
+    # The embedded edgetl metadata says how pixels become the input tensor, as on the device.
+    transform = input_transform(loaded.model.inputs[0], loaded.model.edgetl_metadata, model_name=str(path))
     predictions = np.empty(len(images), dtype=np.int64)
     for index, image in enumerate(images):
         # Quantized outputs have a positive scale, so argmax needs no dequantization.
@@ -333,9 +330,9 @@ class VariantResult:
       accuracy: TFLite top-1 accuracy on the verification images (None when not verified).
       agreement: share of images where the TFLite and Keras float top-1 agree.
       accuracy_drop_pts: Keras float accuracy minus this accuracy, in points.
-      flagged: the drop exceeds ``max_accuracy_drop``.
+      flagged: the drop exceeds ``ExportConfig.flag_drop``.
       warning: the flag's explanation, or ''.
-      edgetpu_check: the Edge TPU rule check, for integer variants.
+      edgetpu_check: the Edge TPU's verdict on the file (``edgetl.edgetpu``, as ``inspect`` shows it).
       edgetpu: the compiler's result, when it ran.
       min_runtime_version: the oldest TFLite runtime the file loads in (the
         converter's ``min_runtime_version``).
@@ -404,22 +401,22 @@ class ExportResult:
 
     def summary(self) -> str:
         """A table of the exported files, their size and verified accuracy, then warnings."""
-        fp32 = next((v.size_bytes for v in self.variants if v.variant == "fp32"), None)
+        reference = next((v.size_bytes for v in self.variants if v.variant == REFERENCE_VARIANT), None)
         lines = [f"Exported {len(self.variants)} model(s) to {self.out_dir} in {self.seconds:.0f} s"
                  f" (traced once: {self.trace_seconds:.1f} s)."]
         if self.keras_float_accuracy is not None:
             lines.append(f"Keras float accuracy on {self.val_images} validation images: {self.keras_float_accuracy:.2%}")
-        lines.append(f"{'variant':9} {'file':44} {'size':>10} {'x fp32':>7} {'io':>7} {'accuracy':>9} {'drop':>7} "
+        lines.append(f"{'variant':9} {'file':44} {'size':>10} {'x ' + REFERENCE_VARIANT:>7} {'io':>7} {'accuracy':>9} {'drop':>7} "
                      f"{'runtime':>8}")
         for v in self.variants:
-            ratio = f"{v.size_bytes / fp32:.2f}" if fp32 else "-"
+            ratio = f"{v.size_bytes / reference:.2f}" if reference else "-"
             accuracy = f"{v.accuracy:.2%}" if v.accuracy is not None else "-"
             drop = f"{v.accuracy_drop_pts:+.1f}" if v.accuracy_drop_pts is not None else "-"
             flag = "  FLAGGED" if v.flagged else ""
             runtime = f">={v.min_runtime_version}" if v.min_runtime_version else "-"
             lines.append(f"{v.variant:9} {Path(v.path).name:44} {v.size_bytes / 1024:>8.0f}KB {ratio:>7} "
                          f"{v.input.dtype:>7} {accuracy:>9} {drop:>7} {runtime:>8}{flag}")
-            if v.edgetpu_check:
+            if v.edgetpu_check and get_variant(v.variant).edgetpu_compatible:
                 lines.append(f"          Edge TPU check: {v.edgetpu_check['summary']}")
             if v.edgetpu:
                 lines.append(f"          Edge TPU: {v.edgetpu['message']}")
@@ -467,25 +464,22 @@ def _labels(paths: RunPaths, dataset: Optional[DatasetRecord], num_classes: int)
     return labels
 
 
-def _qat_path(paths: RunPaths) -> Path:
-    from edgetl.qat import QAT_MODEL_FILE
-
-    return paths.qat / QAT_MODEL_FILE
-
-
 def _resolve_variants(config: ExportConfig, paths: RunPaths, echo) -> Tuple[str, ...]:
-    qat_path = _qat_path(paths)
+    qat_path = paths.qat_model
     if config.variants:
-        if "qat-int8" in config.variants and not qat_path.is_file():
+        needs_qat = [name for name in config.variants if get_variant(name).needs_qat]
+        if needs_qat and not qat_path.is_file():
             raise RunDirError(
-                f"Variant 'qat-int8' needs a QAT model, but '{qat_path}' does not exist. "
+                f"Variant '{needs_qat[0]}' needs a QAT model, but '{qat_path}' does not exist. "
                 f"Run quantization-aware training first: edgetl qat {paths.root}"
             )
         return config.variants
     if qat_path.is_file():
-        return DEFAULT_VARIANTS + ("qat-int8",)
-    echo(f"No QAT model in {paths.qat}: exporting {', '.join(DEFAULT_VARIANTS)} (run `edgetl qat` for qat-int8).")
-    return DEFAULT_VARIANTS
+        return DEFAULT_VARIANTS
+    plain = float_variant_names(DEFAULT_VARIANTS)
+    echo(f"No QAT model in {paths.qat}: exporting {', '.join(plain)} (run `edgetl qat` for "
+         f"{', '.join(n for n in DEFAULT_VARIANTS if n not in plain)}).")
+    return tuple(plain)
 
 
 def _verification_images(dataset: Optional[DatasetRecord], size: int, limit: int, store=None
@@ -527,18 +521,33 @@ def _run_store(paths: RunPaths, dataset: Optional[DatasetRecord], size: int, con
     return open_run_store(paths.root, size, wanted, progress=progress, echo=echo)
 
 
-def _drop_warning(variant: str, accuracy: float, reference: float, drop: float, allowed: float, n: int,
-                  num_classes: int) -> str:
+def accuracy_drop_warning(variant: str, accuracy: float, reference: float, allowed_pts: float, images: int,
+                          num_classes: int) -> Optional[str]:
+    """The warning for a file that loses more than ``allowed_pts`` accuracy points against the Keras float model, else None.
+
+    A pure function of the measured numbers, so the rule is tested with known
+    values whatever a CPU's kernels give (tests/test_export.py).
+
+    Args:
+      variant: the variant name (its row's ``accuracy_remedy`` is appended).
+      accuracy: the file's top-1 accuracy on the verification images, in [0, 1].
+      reference: the Keras float model's accuracy on the same images.
+      allowed_pts: the largest drop, in points, that is not flagged (``--flag-drop``).
+      images: how many images were used.
+      num_classes: output classes (chance level is 1 / num_classes).
+
+    Returns:
+      One line with both accuracies, the drop and a remedy; None when within ``allowed_pts``.
+    """
+    drop = round((reference - accuracy) * 100, 2)
+    if not drop > allowed_pts:
+        return None
     text = (f"{variant}: TFLite accuracy {accuracy:.1%} is {drop:.1f} pts below the Keras float model "
-            f"({reference:.1%}) on {n} validation images (allowed: {allowed:.1f} pts).")
+            f"({reference:.1%}) on {images} validation images (allowed: {allowed_pts:.1f} pts).")
     if accuracy <= 1.0 / num_classes + 0.05 < reference:
         text += " The model collapsed to chance level."
-    if variant == "int8":
-        text += (" Calibrate on more, training-like images (--calibration-images, --calibration-dir) "
-                 "or export qat-int8 after `edgetl qat`.")
-    elif variant == "qat-int8":
-        text += " Run `edgetl qat` for more epochs or with a lower learning rate."
-    return text
+    remedy = get_variant(variant).accuracy_remedy
+    return text + (f" {remedy}" if remedy else "")
 
 
 def export_run(
@@ -549,9 +558,9 @@ def export_run(
 ) -> ExportResult:
     """Exports a trained run to TFLite: one verified ``.tflite`` per variant, labels and a manifest.
 
-    Every file embeds its model card (labels, input contract, preprocessing,
+    Every file embeds its model metadata (labels, input contract, preprocessing,
     backbone, edgetl version), readable on a device without TensorFlow via
-    ``edgetl.model_card.read_card``, and the standard TFLite metadata that
+    ``edgetl.model_metadata.read_edgetl_metadata``, and the standard TFLite metadata that
     MediaPipe and the Task Library read (``edgetl.export.metadata``), with
     ``labels.txt`` in a zip after the flatbuffer. The converter keeps op
     versions loadable by TFLite ``config.min_runtime`` where it can; a file
@@ -560,9 +569,9 @@ def export_run(
     ``io_type``: raw pixels, minus 128 for int8); the backbone's
     normalisation is inside the model, or, in
     int8 files of backbones whose normalisation is the same for every
-    channel, in the input quantization (the card's mean/std say which). Each file
+    channel, in the input quantization (the metadata's mean/std say which). Each file
     is written atomically, then reloaded with the LiteRT interpreter and run
-    on validation images; a variant losing more than ``max_accuracy_drop``
+    on validation images; a variant losing more than ``flag_drop``
     points against the Keras float model is flagged with a warning.
 
     Args:
@@ -602,7 +611,7 @@ def export_run(
     notes: List[str] = []
     warnings: List[str] = []
 
-    calibrate = any(v.needs_calibration or v.needs_qat for v in variants)
+    calibrate = any(v.needs_calibration for v in variants)
     store = _run_store(paths, dataset, size, config, calibrate, progress, echo)
     representative = None
     if calibrate:
@@ -610,15 +619,16 @@ def export_run(
                                                 store=store)
         echo(f"Calibration: {len(representative)} images.")
     qat_model = None
-    if any(v.needs_qat for v in variants):
-        from edgetl.qat import load_qat_model
+    qat_variants = [v.name for v in variants if v.needs_qat]
+    if qat_variants:
+        from edgetl.quant.qat import load_qat_model
 
-        qat_model = load_qat_model(_qat_path(paths))
-        if _qat_path(paths).stat().st_mtime < paths.model.stat().st_mtime:
-            warnings.append(f"{_qat_path(paths)} is older than {paths.model.name}: qat-int8 comes from an earlier "
-                            f"training. Re-run `edgetl qat {paths.root}` to match the current model.")
+        qat_model = load_qat_model(paths.qat_model)
+        if paths.qat_model.stat().st_mtime < paths.model.stat().st_mtime:
+            warnings.append(f"{paths.qat_model} is older than {paths.model.name}: {', '.join(qat_variants)} comes from "
+                            f"an earlier training. Re-run `edgetl qat {paths.root}` to match the current model.")
 
-    from edgetl.qat import prepare_for_quantization
+    from edgetl.quant.rewrite import prepare_for_quantization
 
     try:
         export_model, rewrites = prepare_for_quantization(model)
@@ -630,7 +640,7 @@ def export_run(
     val_images, val_labels = (_verification_images(dataset, size, config.verify_images, store) if config.verify
                               else (np.zeros((0, size, size, 3), np.uint8), np.zeros(0, np.int64)))
     keras_predictions = predict_keras(model, val_images) if len(val_images) else None
-    keras_accuracy = float(np.mean(keras_predictions == val_labels)) if keras_predictions is not None else None
+    keras_accuracy = top1_accuracy(keras_predictions, val_labels) if keras_predictions is not None else None
     if config.verify and not len(val_images):
         warnings.append("No validation images in dataset.json: exported files were not verified.")
 
@@ -653,7 +663,7 @@ def export_run(
             "calibration_images": int(len(representative)) if representative is not None else 0,
             "io_type": config.io_type,
             "min_runtime_target": config.min_runtime,
-            "max_accuracy_drop_pts": config.max_accuracy_drop,
+            "flag_drop_pts": config.flag_drop,
             "models": [r.to_dict() for r in results],
         })
 
@@ -677,13 +687,13 @@ def export_run(
                 else "input is RGB pixels in [0, 255]; normalisation is inside the model")
         if fold is not None:
             # (pixel - mean) / std, quantized with the input's own scale and zero point, gives back the
-            # pixel itself: any card reader feeds raw pixels, and the card states what the model reads.
+            # pixel itself: any metadata reader feeds raw pixels, and the edgetl metadata states what the model reads.
             mean, std = (float(fold.zero_point),) * 3, (float(f"{1.0 / fold.scale:.9g}"),) * 3
             text = (f"input is RGB pixels in [0, 255], fed unchanged as {input_spec.dtype}"
                     f"{' minus 128' if input_spec.dtype == 'int8' else ''}; the backbone's normalisation"
                     f"{' (' + preprocessing + ')' if preprocessing else ''} is folded into the input quantization: "
                     f"the model reads pixel p as (p - {fold.zero_point}) * {fold.scale:.6g}")
-        card = ModelCard(
+        metadata = EdgetlMetadata(
             labels=labels, input=input_spec, output=output_spec, mean=mean, std=std,
             backbone=backbone, alpha=alpha, variant=name, preprocessing=text,
             edgetl_version=__version__,
@@ -691,8 +701,8 @@ def export_run(
                    "calibration_images": int(len(representative)) if variant.integer_io and representative is not None else 0},
         )
         path = out_dir / f"{stem}_{variant.suffix}.tflite"
-        write_bytes(path, embed_metadata(data, card, info))
-        write_text(path.with_suffix(".json"), card.to_json() + "\n")
+        write_bytes(path, embed_metadata(data, metadata, info))
+        write_text(path.with_suffix(".json"), metadata.to_json() + "\n")
         result = VariantResult(variant=name, path=str(path), size_bytes=path.stat().st_size, sha256=file_sha256(path),
                                input=input_spec, output=output_spec, conversion_seconds=round(seconds, 2),
                                min_runtime_version=info.min_runtime_version)
@@ -702,20 +712,17 @@ def export_run(
             echo(f"WARNING: {result.runtime_warning}")
         if len(val_images):
             predictions = predict_tflite(path, val_images)
-            result.accuracy = float(np.mean(predictions == val_labels))
-            result.agreement = float(np.mean(predictions == keras_predictions))
+            result.accuracy = top1_accuracy(predictions, val_labels)
+            result.agreement = top1_accuracy(predictions, keras_predictions)
             result.accuracy_drop_pts = round((keras_accuracy - result.accuracy) * 100, 2)
-            if result.accuracy_drop_pts > config.max_accuracy_drop:
-                result.flagged = True
-                result.warning = _drop_warning(name, result.accuracy, keras_accuracy, result.accuracy_drop_pts,
-                                               config.max_accuracy_drop, len(val_images), num_classes)
-                warnings.append(result.warning)
-                echo(f"WARNING: {result.warning}")
-        if variant.edgetpu_compilable:
-            from edgetl.export.edgetpu import check_edgetpu_rules
-
-            check = check_edgetpu_rules(path.read_bytes())
-            result.edgetpu_check = {**dataclasses.asdict(check), "summary": check.summary()}
+            warning = accuracy_drop_warning(name, result.accuracy, keras_accuracy, config.flag_drop, len(val_images),
+                                            num_classes)
+            if warning:
+                result.flagged, result.warning = True, warning
+                warnings.append(warning)
+                echo(f"WARNING: {warning}")
+        # The verdict `edgetl inspect` gives on the file as written (metadata included), for every file.
+        result.edgetpu_check = parse_model(path.read_bytes(), str(path)).edgetpu.to_dict()
         results.append(result)
         write_manifest()
         if bar is not None:
@@ -746,16 +753,17 @@ def export_run(
 def _compile_for_edgetpu(results: List[VariantResult], out_dir: Path, notes: List[str], warnings: List[str], echo) -> None:
     from edgetl.export.edgetpu import INSTALL_HINT, compile_edgetpu, find_compiler
 
-    candidates = [r for r in results if get_variant(r.variant).edgetpu_compilable]
+    candidates = [r for r in results if get_variant(r.variant).edgetpu_compatible]
     if not candidates:
-        notes.append("--edgetpu: no int8 or qat-int8 variant was exported, nothing to compile.")
+        names = [name for name, variant in VARIANTS.items() if variant.edgetpu_compatible]
+        notes.append(f"--edgetpu: no {' or '.join(names)} file was exported, nothing to compile.")
         return
     if not find_compiler():
         notes.append(INSTALL_HINT)
         echo(INSTALL_HINT)
         return
     for result in candidates:
-        if result.edgetpu_check and not result.edgetpu_check["ok"]:
+        if result.edgetpu_check and result.edgetpu_check["refused"]:
             warnings.append(f"{result.variant}: not compiled for the Edge TPU: {result.edgetpu_check['summary']}")
             continue
         compiled = compile_edgetpu(result.path, str(out_dir))

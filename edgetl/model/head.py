@@ -172,14 +172,10 @@ def _keras_imagenet_from(path: Optional[str]):
     if path is None:
         yield
         return
-    from tf_keras.src.utils import data_utils
+    from edgetl import _internals
 
-    original = data_utils.get_file
-    data_utils.get_file = lambda *args, **kwargs: path
-    try:
+    with _internals.keras_get_file_returns(path):
         yield
-    finally:
-        data_utils.get_file = original
 
 
 def _build_backbone(resolved: ResolvedModel, input_tensor):

@@ -54,8 +54,6 @@ DEFAULT_TIMEOUT = 120.0
 _STAGES = {"load": "loading it and allocating its tensors", "invoke": "running one inference"}
 # Keys verified by this process: a sweep over threads loads the same file many times.
 _VERIFIED: Set[str] = set()
-# True inside a probe child, where load_interpreter must not probe again.
-_IN_CHILD = {"on": False}
 # Not `-m edgetl.runtime.sandbox`: that would run a second copy of this module as __main__.
 _CHILD_CODE = "import sys; from edgetl.runtime.sandbox import _child_main; sys.exit(_child_main(sys.argv[1:]))"
 
@@ -150,15 +148,15 @@ class ProbeResult:
 
 
 def _probe_steps(data: bytes, runtime: str, spec: Dict[str, Any], threads: Optional[int], label: str, report) -> None:
-    """The child's work: load exactly as the parent will, then one inference on zeros."""
+    """The child's work: build the interpreter exactly as the parent will (``build_interpreter``), then one inference on zeros."""
     import numpy as np
 
-    from edgetl.runtime.interpreter import DelegateSpec, load_interpreter
+    from edgetl.modelfile import parse_model
+    from edgetl.runtime.backend import DelegateSpec, build_interpreter, find_runtime
 
-    _IN_CHILD["on"] = True
     spec_obj = DelegateSpec(spec["kind"], spec["library"], spec["device"], tuple(tuple(p) for p in spec["options"]))
     report("load")
-    loaded = load_interpreter(data, delegate=spec_obj, threads=threads, runtime=runtime, name=label)
+    loaded = build_interpreter(data, parse_model(data, label), find_runtime(runtime), spec_obj, threads, label)
     interpreter = loaded.interpreter
     try:
         dtypes = [np.dtype(tensor.dtype) for tensor in loaded.model.inputs]
@@ -376,7 +374,7 @@ def ensure_verified(data: bytes, sha256: str, runtime: Any, spec: Any, threads: 
       DelegateError, ConfigError: what the in-process load would have raised.
     """
     setting = mode()
-    if setting == "off" or _IN_CHILD["on"]:
+    if setting == "off":
         return
     key = cache_key(sha256, runtime, spec.label)
     if setting == "auto" and is_verified(key):

@@ -1,16 +1,18 @@
-"""Image pixels -> input tensor (flags > model card > standard TFLite metadata > defaults), and outputs -> float scores."""
+"""Image pixels -> input tensor (flags > edgetl metadata > standard TFLite metadata > defaults), and outputs -> float scores."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Optional, Sequence, Tuple
 
 import numpy as np
 
 from edgetl.errors import ConfigError, ModelFileError
-from edgetl.model_card import ModelCard
-from edgetl.modelfile import TensorInfo
+from edgetl.model_metadata import EdgetlMetadata
 from edgetl.tflite_metadata import TensorMetadata
+
+if TYPE_CHECKING:  # only annotations: edgetl.modelfile imports this module to describe a model's preprocessing
+    from edgetl.modelfile import TensorInfo
 
 Triple = Tuple[float, float, float]
 _SUPPORTED_INPUTS = ("float32", "uint8", "int8")
@@ -44,10 +46,10 @@ class InputTransform:
 
     real = (pixel - mean) / std per channel; float inputs take ``real``,
     integer inputs take round(real / scale + zero_point) clipped to the type.
-    A quantized third-party model without a card takes the raw pixels
+    A quantized third-party model without edgetl metadata takes the raw pixels
     (``raw``), which is what Coral/TF-slim quantized models expect and what
     MediaPipe and the Task Library feed a uint8 input whatever its
-    NormalizationOptions say; so does a card whose mean/std undo the input
+    NormalizationOptions say; so does edgetl metadata whose mean/std undo the input
     quantization exactly (edgetl's int8 files), without the float round trip.
 
     Attributes:
@@ -60,9 +62,9 @@ class InputTransform:
       zero_point: input quantization zero point.
       raw: feed pixels unchanged (uint8) or shifted by -128 (int8).
       color: channel order the model wants ('RGB' or 'BGR').
-      source: where mean/std came from: 'options' (--mean/--std), 'card'
-        (edgetl's model card), 'tflite-metadata' (the standard metadata's
-        NormalizationOptions) or 'default'.
+      source: where mean/std came from: 'options' (--mean/--std),
+        'edgetl-metadata' (edgetl's embedded metadata), 'tflite-metadata' (the
+        standard metadata's NormalizationOptions) or 'default'.
     """
 
     height: int
@@ -103,8 +105,8 @@ class InputTransform:
         """One line for reports, e.g. '224x224 uint8, raw pixels'."""
         text = f"{self.height}x{self.width} {self.dtype}"
         if self.raw and self.source == "default":
-            return text + ", raw pixels (no card)"
-        source = "TFLite metadata" if self.source == "tflite-metadata" else self.source
+            return text + ", raw pixels (no metadata)"
+        source = {"tflite-metadata": "TFLite metadata", "edgetl-metadata": "edgetl metadata"}.get(self.source, self.source)
         text += f", (pixel - {_short(self.mean)}) / {_short(self.std)} from {source}"
         if self.scale:
             text += f", quantized ({self.scale:.6g}, {self.zero_point})"
@@ -139,11 +141,11 @@ def dequantize(values: np.ndarray, tensor: TensorInfo) -> np.ndarray:
     return values.astype(np.float32)
 
 
-def to_scores(values: np.ndarray, tensor: TensorInfo, card: Optional[ModelCard]) -> np.ndarray:
-    """Classifier outputs as ``(N, classes)`` float32 scores (softmax applied when the card says 'logits')."""
+def to_scores(values: np.ndarray, tensor: TensorInfo, metadata: Optional[EdgetlMetadata]) -> np.ndarray:
+    """Classifier outputs as ``(N, classes)`` float32 scores (softmax applied when edgetl's metadata says 'logits')."""
     scores = dequantize(values, tensor)
     scores = scores.reshape(scores.shape[0], -1)
-    if card is not None and card.output_kind == "logits":
+    if metadata is not None and metadata.output_kind == "logits":
         shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
         scores = shifted / shifted.sum(axis=1, keepdims=True)
     return scores
@@ -151,24 +153,24 @@ def to_scores(values: np.ndarray, tensor: TensorInfo, card: Optional[ModelCard])
 
 def input_transform(
     tensor: TensorInfo,
-    card: Optional[ModelCard],
+    metadata: Optional[EdgetlMetadata],
     mean: Optional[Triple] = None,
     std: Optional[Triple] = None,
     model_name: str = "model",
     standard: Optional[TensorMetadata] = None,
 ) -> InputTransform:
-    """Builds the InputTransform of an image input: flags > model card > standard TFLite metadata > defaults.
+    """Builds the InputTransform of an image input: flags > edgetl metadata > standard TFLite metadata > defaults.
 
     A float input takes ``(pixel - mean) / std`` from the first of these that
-    gives them; an integer input without a card takes raw pixels, as
+    gives them; an integer input without edgetl metadata takes raw pixels, as
     MediaPipe and the Task Library feed uint8 models (their
     NormalizationOptions describe the quantized values, e.g. Coral's
     127.5/127.5 with scale 1/128, zero point 128).
 
     Args:
       tensor: the model's image input.
-      card: the embedded model card, or None for third-party models.
-      mean: ``--mean`` override (wins over the card and the metadata).
+      metadata: edgetl's embedded metadata, or None for third-party models.
+      mean: ``--mean`` override (wins over both kinds of metadata).
       std: ``--std`` override.
       model_name: used in messages.
       standard: the input's standard TFLite metadata, or None.
@@ -200,8 +202,8 @@ def input_transform(
     scale = tensor.scale[0] if tensor.quantized else 0.0
     zero_point = tensor.zero_point[0] if tensor.quantized else 0
     declared = standard.channel_normalization() if standard is not None else None
-    if card is not None:
-        base_source, base_mean, base_std = "card", tuple(card.mean), tuple(card.std)
+    if metadata is not None:
+        base_source, base_mean, base_std = "edgetl-metadata", tuple(metadata.mean), tuple(metadata.std)
     elif declared is not None:
         base_source, (base_mean, base_std) = "tflite-metadata", declared
     else:
@@ -212,6 +214,6 @@ def input_transform(
         source, mean, std = base_source, base_mean, base_std
     raw = tensor.dtype != "float32" and (source in ("default", "tflite-metadata")
                                          or _undoes_quantization(mean, std, scale, zero_point, tensor.dtype))
-    color = card.color if card is not None else "RGB"
+    color = metadata.color if metadata is not None else "RGB"
     return InputTransform(int(shape[1]), int(shape[2]), tensor.dtype, tuple(float(m) for m in mean),
                           tuple(float(s) for s in std), float(scale), int(zero_point), raw, color, source)
