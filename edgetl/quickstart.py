@@ -52,12 +52,11 @@ def quickstart_configs(data: Optional[str] = None, backbone: str = BACKBONE, alp
         "data": DataConfig(path=train_dir, val_path=val_dir, batch_size=32, augment=AugmentConfig(orientation="any")),
         "model": ModelConfig(backbone, alpha=alpha, size=size, weights="imagenet", weights_dir=weights_dir),
         # The head on cached features of 4 flipped/rotated views of each photo, no fine-tuning: on the shipped
-        # photos a head on 1 view reached ~80 %, on 4 views ~87 %, on all 8 ~89 % at twice the cost; 2 epochs
-        # of full fine-tuning on top fell to 81 % (docs/benchmarks.md).
+        # photos 1 view reached 82.4 %, 4 views 88.0 %, all 8 89.4 % at twice the cost (docs/benchmarks.md).
         "train": TrainConfig(epochs=20, fine_tune_epochs=0, feature_views=FEATURE_VIEWS),
-        # A head-only model's quantized copy starts several points below the float one; 40 steps at 1e-4
-        # that also match the float model's probabilities (distillation) on un-augmented photos recovered
-        # most of it (Keras QAT 85.2 % vs 79.6 % for 20 steps at 1e-5 with labels only; docs/benchmarks.md).
+        # A head-only model's quantized copy fine-tuned the usual way (20 steps at 1e-5, labels, augmentation)
+        # stayed at 78.9 %; 40 steps at 1e-4 that also match the float model's probabilities (distillation) on
+        # un-augmented photos reached the float model's 88.0 % (docs/benchmarks.md).
         "qat": QATConfig(epochs=1, steps_per_epoch=QAT_STEPS, learning_rate=1e-4, distillation=0.5, augment=False),
         "export": ExportConfig(calibration_images=100),  # the table's default variants
         "report": ReportConfig(bench_runs=20, bench_seconds=0.25),
