@@ -15,6 +15,7 @@ import dataclasses
 import datetime
 import io
 import json
+import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -293,8 +294,10 @@ def recommend(rows: Sequence[VariantRow], float_accuracy: Optional[float], max_d
     no measurable loss (p >= 0.05): on a small validation split a drop of a
     few images is not evidence of a loss. Latencies are never ranked on noise:
     files whose p50 is within the larger of their measurement noise and
-    ``MIN_LATENCY_MARGIN`` of the fastest, or whose benchmark stayed noisy, are
-    a tie, and the smallest of them (then the most accurate) is picked.
+    ``MIN_LATENCY_MARGIN`` of the fastest are a tie (for a benchmark that
+    stayed noisy the noise includes its p90/p50 tail; when it is unknown the
+    file ties with every other), and the smallest of them (then the most
+    accurate) is picked.
 
     Args:
       rows: measured files.
@@ -332,10 +335,17 @@ def recommend(rows: Sequence[VariantRow], float_accuracy: Optional[float], max_d
         return best.variant, f"smallest file {rule}"
     fastest = min(eligible, key=lambda r: (r.p50_ms, r.size_bytes, -r.accuracy))
 
+    def spread(row: VariantRow) -> float:
+        # How far apart two measurements of this file can land: the spread of its round medians, and for a
+        # benchmark that stayed noisy its run-to-run tail too. A noisy file 30x slower is still slower; one
+        # whose spread is unknown ties with everything.
+        if row.latency_reliable:
+            return row.noise or 0.0
+        tail = row.p90_ms / row.p50_ms - 1.0 if row.p90_ms and row.p50_ms else 0.0
+        return max(row.noise or 0.0, tail) or math.inf
+
     def tied(row: VariantRow) -> bool:
-        if not (row.latency_reliable and fastest.latency_reliable):
-            return True
-        margin = max(MIN_LATENCY_MARGIN, fastest.noise or 0.0, row.noise or 0.0)
+        margin = max(MIN_LATENCY_MARGIN, spread(fastest), spread(row))
         return row.p50_ms <= fastest.p50_ms * (1.0 + margin)
 
     ties = [r for r in eligible if tied(r)]
