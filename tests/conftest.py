@@ -5,12 +5,20 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+# A suite started in the background by a non-interactive shell (`bash -c '... &'`, `(... &)`) inherits SIGINT
+# as ignored, and so does every process it starts: Python then installs no KeyboardInterrupt handler there and
+# the tests that press Ctrl-C on a child (tests/test_interrupt.py) see training run to the end. An ignored
+# SIGINT is reset to the default at exec only if this process handles it, so give it Python's own handler.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
