@@ -55,6 +55,8 @@ def run_once(edgetl: str) -> dict:
             "recommended": report["recommended"],
             "val_images": report["val_images"],
             "stderr_lines": [line for line in completed.stderr.splitlines() if line.strip()],
+            # The stage lines and the report table, as the user saw them (the README's sample comes from here).
+            "summary": completed.stdout[completed.stdout.rfind("\ntrain ") + 1:],
         }
 
 
@@ -63,6 +65,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--edgetl", default=str(Path(sys.executable).parent / "edgetl"), help="the edgetl command")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--summary", action="store_true", help="also print the last run's stage lines and report table")
     args = parser.parse_args()
     results = [run_once(args.edgetl) for _ in range(args.repeats)]
     print(f"CPU: {cpu_name()}, {os.cpu_count()} logical cores")
@@ -74,6 +77,8 @@ def main() -> None:
               f"{len(result['stderr_lines'])} stderr lines")
         for line in result["stderr_lines"][:10]:
             print(f"  stderr: {line}")
+    if args.summary:
+        print(results[-1]["summary"])
     if args.json:
         args.json.write_text(json.dumps({"cpu": cpu_name(), "results": results}, indent=2))
 
