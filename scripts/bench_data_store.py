@@ -44,16 +44,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from edgetl.runtime.environment import cpu_model  # noqa: E402
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def generate(root: Path, count: int, classes: int, size: int = 224) -> Path:
@@ -220,7 +213,7 @@ def main() -> None:
     print(f"data: {data} ({args.images} images, generated or reused in {time.perf_counter() - started:.1f} s)")
     run = Path(tempfile.mkdtemp(prefix="edgetl-bench-run-"))
     try:
-        results = {"images": args.images, "classes": args.classes, "cpu": cpu_name(), "cores": os.cpu_count(),
+        results = {"images": args.images, "classes": args.classes, "cpu": cpu_model(), "cores": os.cpu_count(),
                    "python": platform.python_version(), "command": " ".join([Path(sys.executable).name, *sys.argv])}
         for name, argv in (("plain_processes", ["--child", "plain_processes", "--data", str(data)]),
                            ("plain_threads", ["--child", "plain_threads", "--data", str(data)]),

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -22,17 +21,12 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from edgetl.runtime.environment import cpu_model  # noqa: E402
+
 STAGE_LINE = re.compile(r"^\s*(train|qat|export|eval|bench|report)\s+(ran|skipped|off)\s+([\d.]+) s", re.MULTILINE)
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def run_once(edgetl: str) -> dict:
@@ -68,7 +62,7 @@ def main() -> None:
     parser.add_argument("--summary", action="store_true", help="also print the last run's stage lines and report table")
     args = parser.parse_args()
     results = [run_once(args.edgetl) for _ in range(args.repeats)]
-    print(f"CPU: {cpu_name()}, {os.cpu_count()} logical cores")
+    print(f"CPU: {cpu_model()}, {os.cpu_count()} logical cores")
     for result in results:
         stages = ", ".join(f"{name} {sec:.0f} s" for name, sec in result["stages"].items())
         accuracy = ", ".join(f"{v} {a:.2%}" for v, a in result["accuracy"].items())
@@ -80,7 +74,7 @@ def main() -> None:
     if args.summary:
         print(results[-1]["summary"])
     if args.json:
-        args.json.write_text(json.dumps({"cpu": cpu_name(), "results": results}, indent=2))
+        args.json.write_text(json.dumps({"cpu": cpu_model(), "results": results}, indent=2))
 
 
 if __name__ == "__main__":
