@@ -26,6 +26,7 @@ import shutil
 import time
 import uuid
 from importlib import metadata
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from edgetl import __version__
@@ -181,6 +182,9 @@ class RunContext:
       records: what each stage did so far.
       report: the report, once the report stage is done.
       report_files: the files it wrote.
+      qat_model: the QAT model the qat stage of this process trained and saved,
+        with the (size, mtime) of the file it saved; the export converts it
+        instead of reloading the file while the file is unchanged.
     """
 
     configs: Dict[str, Any]
@@ -194,6 +198,7 @@ class RunContext:
     records: List["StageRecord"] = dataclasses.field(default_factory=list)
     report: Optional[Report] = None
     report_files: List[str] = dataclasses.field(default_factory=list)
+    qat_model: Optional[Tuple[Any, Tuple[int, int]]] = None
 
     @property
     def wants_qat(self) -> bool:
@@ -344,6 +349,7 @@ class QATStage(Stage):
         from edgetl.quant.qat import quantize_aware_finetune
 
         qat = quantize_aware_finetune(str(run.paths.root), run.configs["qat"], echo=run.echo, progress=run.progress)
+        run.qat_model = (qat.model, _file_stamp(run.paths.qat_model))
         return (f"Keras QAT accuracy {qat.qat_accuracy:.2%}" if qat.qat_accuracy is not None else ""), {}
 
 
@@ -374,7 +380,11 @@ class ExportStage(Stage):
     def run(self, run):
         from edgetl.export.tflite import export_run
 
-        exported = export_run(str(run.paths.root), run.configs["export"], echo=run.echo, progress=run.progress)
+        in_memory = None
+        if run.qat_model is not None and run.qat_model[1] == _file_stamp(run.paths.qat_model):
+            in_memory = run.qat_model[0]
+        exported = export_run(str(run.paths.root), run.configs["export"], echo=run.echo, progress=run.progress,
+                              qat_model=in_memory)
         return f"{len(exported.variants)} files in {exported.out_dir}", {}
 
     def after(self, run):
@@ -480,6 +490,15 @@ class ReportStage(Stage):
 
 STAGES: Tuple[Stage, ...] = (TrainStage(), QATStage(), ExportStage(), EvalStage(), BenchStage(), ReportStage())
 STAGE_NAMES: Tuple[str, ...] = tuple(stage.name for stage in STAGES)
+
+
+def _file_stamp(path: Path) -> Tuple[int, int]:
+    """(size, mtime in ns) of a file, (-1, -1) when it is missing."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return -1, -1
+    return stat.st_size, stat.st_mtime_ns
 
 
 def _manifest(paths: RunPaths) -> Optional[Dict[str, Any]]:

@@ -11,6 +11,7 @@ The baseline runs first, then edgetl, in one process, and the ratio is printed:
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import time
@@ -81,7 +82,9 @@ def main(argv=None) -> int:
 
     command = "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
     print(f"Command: `{command}`")
-    print(f"Host: {platform.machine()}, Python {platform.python_version()}, TensorFlow {tf.__version__}; "
+    from edgetl.runtime.environment import cpu_model
+
+    print(f"Host: {cpu_model()} ({platform.machine()}, {os.cpu_count()} logical cores), Python {platform.python_version()}, TensorFlow {tf.__version__}; "
           f"{args.backbone} alpha {args.alpha} at {args.size} px, {args.calibration_images} calibration images.")
     print()
     print("| variant | 5x from_keras_model (s) | edgetl convert (s) |")

@@ -1,11 +1,14 @@
 """TFLite conversion of a run into one file per variant (``edgetl.export.variants``), each verified and carrying its edgetl metadata.
 
-Each model is traced once into a SavedModel holding only its serving function
-and variables, and every variant converts from that SavedModel.
-``TFLiteConverter.from_keras_model`` (and ``from_concrete_functions`` given the
-Keras model) re-saves the whole Keras object graph on every call, which is
-most of the ~10 s a conversion takes even for a tiny model; a bare
-``tf.Module`` saves in about a second and each conversion from it takes ~2 s.
+Each model is traced once into a concrete function (batch 1, static shape),
+and every variant converts from it through the converter's frozen-graph path
+(``TFLiteConverter.from_concrete_functions`` with its public
+``experimental_lower_to_saved_model = False``): the variables become
+constants in memory and nothing is written or read back. The converter's
+default instead saves the function as a SavedModel and loads it twice per
+conversion (``from_keras_model`` even re-saves the whole Keras object graph);
+for MobileNetV2 alpha 0.35 that was ~5 s per conversion and ~5 s per trace,
+against ~1.5 s and ~1 s this way (``docs/benchmarks.md``, quickstart timing).
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ import dataclasses
 import datetime
 import logging
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -51,19 +53,19 @@ SERVING_OUTPUT = "probabilities"
 
 
 class TracedModel:
-    """A Keras model traced once into a minimal SavedModel (batch 1, static shape) for repeated conversion.
+    """A Keras model traced once into a concrete function (batch 1, static shape) for repeated conversion.
 
-    Use as a context manager; the SavedModel lives in a temporary folder.
-    With ``fold`` (an ``edgetl.quant.fold.InputFold``), ``model`` is the part after
-    the input normalisation and takes normalised values, and integer
+    Use as a context manager. With ``fold`` (an ``edgetl.quant.fold.InputFold``), ``model`` is the
+    part after the input normalisation and takes normalised values, and integer
     variants get the fold's input quantization: a QAT model (``qat=True``)
     through a fake-quant op on ``fold.range`` in front of it, a float model
     by calibrating on ``fold.normalise(pixels)`` and pinning the input's
     calibrated range to ``fold.range``.
 
     Attributes:
-      path: the SavedModel folder.
-      seconds: time spent tracing and saving.
+      function: the traced ``tf.function``'s concrete function, ``{"probabilities": [1, classes]}``
+        from ``image`` ``[1, size, size, 3]`` float32.
+      seconds: time spent tracing.
     """
 
     def __init__(self, model, size: int, fold=None, qat: bool = False):
@@ -71,37 +73,28 @@ class TracedModel:
         self.size = size
         self.fold = fold
         self.qat = qat
-        self.path: Optional[str] = None
+        self.function = None
         self.seconds = 0.0
-        self._tmp: Optional[tempfile.TemporaryDirectory] = None
 
     def __enter__(self) -> "TracedModel":
         started = time.perf_counter()
-        self._tmp = tempfile.TemporaryDirectory(prefix="edgetl_trace_")
-        module = tf.Module()
-        # Only the variables and one function: saving the Keras object itself would
-        # serialise every layer's call functions, which is what makes conversions slow.
-        module.model_variables = list(self.model.variables)
         model = self.model
         spec = tf.TensorSpec([1, self.size, self.size, 3], tf.float32, name=SERVING_INPUT)
         if self.fold is None or not self.qat:
-            module.serve = tf.function(lambda image: {SERVING_OUTPUT: model(image, training=False)}, input_signature=[spec])
+            serve = tf.function(lambda image: {SERVING_OUTPUT: model(image, training=False)}, input_signature=[spec])
         else:
             low, high = self.fold.range
             # This fake-quant op is where the converter takes the input tensor's (scale, zero point) from.
-            module.serve = tf.function(
+            serve = tf.function(
                 lambda image: {SERVING_OUTPUT: model(tf.quantization.fake_quant_with_min_max_args(
                     image, min=low, max=high, num_bits=8, narrow_range=False), training=False)},
                 input_signature=[spec])
-        self.path = os.path.join(self._tmp.name, "saved_model")
-        with capture_native_output((1, 2)):  # pages of MLIR/SavedModel notes
-            tf.saved_model.save(module, self.path, signatures={"serving_default": module.serve.get_concrete_function()})
+        self.function = serve.get_concrete_function()
         self.seconds = time.perf_counter() - started
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._tmp is not None:
-            self._tmp.cleanup()
+        self.function = None
 
     def convert(self, variant: TFLiteVariant, io_type: str = "uint8",
                 representative: Optional[np.ndarray] = None, min_runtime: str = DEFAULT_MIN_RUNTIME) -> bytes:
@@ -112,7 +105,9 @@ class TracedModel:
         """
         from edgetl import _internals
 
-        converter = tf.lite.TFLiteConverter.from_saved_model(self.path)
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([self.function], self.model)
+        # Freeze in memory instead of a SavedModel round trip per conversion (see the module docstring).
+        converter.experimental_lower_to_saved_model = False
         for setting in needed_settings(variant.min_runtime_settings, min_runtime):
             setting.apply(converter)  # a private switch gone in another TensorFlow: the min-runtime check stays
         if variant.optimize:
@@ -555,6 +550,7 @@ def export_run(
     config: Optional[ExportConfig] = None,
     echo: Callable[[str], None] = logger.info,
     progress: bool = True,
+    qat_model=None,
 ) -> ExportResult:
     """Exports a trained run to TFLite: one verified ``.tflite`` per variant, labels and a manifest.
 
@@ -579,6 +575,9 @@ def export_run(
       config: variants, io type, calibration and verification options.
       echo: receives progress and warning lines.
       progress: show a progress bar.
+      qat_model: the QAT model as ``RUN/qat/model.h5`` holds it, already in
+        memory (``QATResult.model`` of this process); None loads the file.
+        Reloading the HDF5 file rebuilds every tfmot wrapper, ~10 s for MobileNetV2.
 
     Returns:
       An ExportResult with one VariantResult per file.
@@ -618,13 +617,14 @@ def export_run(
         representative = representative_images(dataset, size, config.calibration_images, config.calibration_dir, config.seed,
                                                 store=store)
         echo(f"Calibration: {len(representative)} images.")
-    qat_model = None
     qat_variants = [v.name for v in variants if v.needs_qat]
-    if qat_variants:
+    if not qat_variants:
+        qat_model = None
+    else:
         from edgetl.quant.qat import load_qat_model
 
-        qat_model = load_qat_model(paths.qat_model)
-        if paths.qat_model.stat().st_mtime < paths.model.stat().st_mtime:
+        qat_model = qat_model if qat_model is not None else load_qat_model(paths.qat_model)
+        if paths.qat_model.is_file() and paths.qat_model.stat().st_mtime < paths.model.stat().st_mtime:
             warnings.append(f"{paths.qat_model} is older than {paths.model.name}: {', '.join(qat_variants)} comes from "
                             f"an earlier training. Re-run `edgetl qat {paths.root}` to match the current model.")
 
