@@ -544,6 +544,35 @@ def test_float_exports_never_import_tfmot(exported, tmp_path):
     assert done.returncode == 0 and "no tfmot" in done.stdout, done.stdout[-2000:] + done.stderr[-3000:]
 
 
+def test_export_converts_the_qat_model_it_is_given_instead_of_reloading_the_file(exported, tmp_path):
+    """``edgetl run`` hands the QAT model it just trained to the export (``export_run(qat_model=...)``).
+
+    The model given here decides class 1 whatever the image (its head's kernel zeroed, its bias
+    favouring class 1): the file written must do the same, which the model in ``qat/model.h5`` does not.
+    """
+    from edgetl.export.tflite import export_run, predict_tflite
+    from edgetl.quant.qat import load_qat_model
+
+    paths, _ = exported
+    model = load_qat_model(paths.qat_model)
+    # The last layer with a kernel is the head's Dense, inside its tfmot wrapper (which replaces the
+    # inner layer's ``kernel`` attribute by the fake-quantized tensor: its variables are set by name).
+    head = next(layer for layer in reversed(model.layers)
+                if any(w.name.split("/")[-1].startswith("kernel") for w in layer.weights))
+    weights = {w.name.split("/")[-1].split(":")[0]: w for w in head.weights}
+    weights["kernel"].assign(np.zeros(weights["kernel"].shape, np.float32))
+    bias = np.zeros(weights["bias"].shape, np.float32)
+    bias[1] = 8.0
+    weights["bias"].assign(bias)
+    result = export_run(paths.root, ExportConfig(variants=("qat-int8",), verify=False, out_dir=str(tmp_path / "given")),
+                        progress=False, qat_model=model)
+    images = np.random.RandomState(0).randint(0, 256, (8, SIZE, SIZE, 3)).astype(np.uint8)
+    assert set(predict_tflite(result.get("qat-int8").path, images).tolist()) == {1}
+    reloaded = export_run(paths.root, ExportConfig(variants=("qat-int8",), verify=False, out_dir=str(tmp_path / "file")),
+                          progress=False)
+    assert reloaded.get("qat-int8").sha256 != result.get("qat-int8").sha256
+
+
 def test_accuracy_drop_warning_flags_only_drops_above_the_allowed_points():
     """The flagging rule on known numbers (a pure function: no CPU's kernels involved)."""
     from edgetl.export.tflite import accuracy_drop_warning
