@@ -97,6 +97,23 @@ def child_features(data: Path, run: Path, weights: str) -> dict:
             "head_stage_seconds": result.stage_seconds.get("head"), "images": len(paths)}
 
 
+def child_decode(data: Path, run: Path, pool: str) -> dict:
+    """The store's build alone, with the pool it picks for this many files or the one ``pool`` forces."""
+    from edgetl.data import store as store_lib
+    from edgetl.data.folder import scan_candidates
+
+    if pool != "auto":
+        store_lib.PROCESS_POOL_MIN = 1 if pool == "processes" else 2**62
+    paths = list(scan_candidates(str(data)).paths)
+    started = time.perf_counter()
+    store = store_lib.ImageStore(store_lib.store_folder(run, 224), 224)
+    store.update(paths, progress=False)
+    seconds = time.perf_counter() - started
+    store.close()
+    shutil.rmtree(run / "store", ignore_errors=True)  # the next build starts from nothing too
+    return {"decode_store_seconds": seconds, "decode_images_per_second": len(paths) / seconds, "pool": pool}
+
+
 def child_fine_tune(data: Path, run: Path, weights: str) -> dict:
     from edgetl.train import train
 
@@ -162,6 +179,8 @@ def run_child(args) -> None:
         result = child_features(data, run, args.weights)
     elif args.child == "fine_tune":
         result = child_fine_tune(data, run, args.weights)
+    elif args.child.startswith("decode_"):
+        result = child_decode(data, run, args.child.split("_", 1)[1])
     elif args.child == "read_store":
         result = child_read_store(run)
     elif args.child == "read_tfrecord":
@@ -192,6 +211,26 @@ def measure(argv) -> dict:
     return {**result, "wall_seconds": wall, "peak_rss_mib": usage.ru_maxrss / 1024}
 
 
+def decode_only(args, data: Path, run: Path, results: dict) -> None:
+    plain = {}
+    for kind in ("processes", "threads"):
+        name = f"plain_{kind}"
+        results[name] = measure(["--child", name, "--data", str(data)])
+        plain[kind] = results[name][f"{name}_images_per_second"]
+    best = max(plain.values())
+    print(f"\n{args.images} images on {results['cpu']} ({results['cores']} cores):")
+    print(f"  plain Pillow loop: processes {plain['processes']:.0f} img/s, threads {plain['threads']:.0f} img/s")
+    for pool in ("auto", "threads", "processes"):
+        name = f"decode_{pool}"
+        results[name] = measure(["--child", name, "--data", str(data), "--run", str(run)])
+        rate = results[name]["decode_images_per_second"]
+        results[name]["vs_best_plain_loop"] = rate / best
+        print(f"  store build, pool {pool}: {rate:.0f} img/s = {rate / best:.0%} of the faster plain loop "
+              f"(peak RSS {results[name]['peak_rss_mib']:.0f} MiB)", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=1000, help="number of images (default 1000)")
@@ -200,6 +239,9 @@ def main() -> None:
                         help="folder where generated image folders are kept and reused")
     parser.add_argument("--weights", default="none", help="'none' (default) or 'imagenet'")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    parser.add_argument("--decode-only", action="store_true",
+                        help="measure only the store's build (its own pool choice, threads, processes) against the "
+                             "plain loops: no training (minutes instead of an hour at 50 k images)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--data", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--run", default=None, help=argparse.SUPPRESS)
@@ -215,6 +257,9 @@ def main() -> None:
     try:
         results = {"images": args.images, "classes": args.classes, "cpu": cpu_model(), "cores": os.cpu_count(),
                    "python": platform.python_version(), "command": " ".join([Path(sys.executable).name, *sys.argv])}
+        if args.decode_only:
+            decode_only(args, data, run, results)
+            return
         for name, argv in (("plain_processes", ["--child", "plain_processes", "--data", str(data)]),
                            ("plain_threads", ["--child", "plain_threads", "--data", str(data)]),
                            ("features", ["--child", "features", "--data", str(data), "--run", str(run), "--weights", args.weights]),

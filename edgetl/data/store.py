@@ -28,16 +28,19 @@ Decisions, and why:
 * **pread, not mmap.** Pages of a memory map that a process touched count in
   its RSS; reading rows with ``os.pread`` leaves them in the kernel's page cache,
   which is shared and reclaimable, so the trainer's RSS stays flat.
-* **Processes decode large batches, threads small ones.** Pillow releases the
-  GIL in its decoders, but opening a file, EXIF handling and the numpy
-  conversion hold it: in one run on 1 000 224 px JPEGs over 2 cores a warm
-  thread pool decoded 754 images/s and a warm process pool 1 242; starting two
-  ``spawn``ed workers cost about 3 s in another (scripts/bench_data_store.py,
-  docs/benchmarks.md). At ~0.5 ms saved per image, processes pay off from a few
-  thousand files: from ``PROCESS_POOL_MIN`` on, a pool of spawned processes
-  decodes (spawn, not fork: the parent may hold TensorFlow's threads) and sends
-  each row back pickled (150 KB at 224 px, small against its decode); below it,
-  threads decode.
+* **Processes decode large batches, threads small ones; workers write their
+  own rows.** Pillow releases the GIL in its decoders, but opening a file, EXIF
+  handling and the numpy conversion hold it, so a pool of ``spawn``ed processes
+  decodes faster once there are enough files to pay for starting it (about 3 s
+  for two workers importing numpy and Pillow): from ``PROCESS_POOL_MIN`` files
+  on (spawn, not fork: the parent may hold TensorFlow's threads); threads below.
+  Each task is a chunk of files with the rows it owns, reserved by the parent
+  in order; the worker decodes, writes its rows with ``pwrite`` and sends back
+  only digests and CRCs. Sending each 150 KB row back pickled, one future per
+  image, held the 10 k-image build to 28 % of a plain decode loop
+  (docs/benchmarks.md). A chunk's slots of files that are unchanged or cannot
+  be decoded stay unwritten: unreferenced rows like those of edited files,
+  removed by the compaction below.
 * **Append-only rows, atomically committed index.** A new or edited file gets a
   new row at the end; rows are never rewritten, so a concurrent reader never
   sees a half-written row it was told about. The index is the commit record,
@@ -94,6 +97,8 @@ COMMIT_SECONDS = 30.0
 GARBAGE_SHARE = 0.25
 # From this many files to decode on, a process pool (see the module docstring).
 PROCESS_POOL_MIN = 4096
+# Files per task sent to a decode worker (fewer for small builds, so every worker gets some).
+CHUNK_FILES = 16
 
 PathLike = Union[str, os.PathLike]
 
@@ -177,7 +182,7 @@ def _stat(path: str) -> Optional[os.stat_result]:
 
 
 def _examine(path: str, size: int, old_digest: Optional[str]):
-    """Worker: reads a file, hashes it, and decodes it unless its bytes are those of ``old_digest``.
+    """Reads a file, hashes it, and decodes it unless its bytes are those of ``old_digest``.
 
     Returns ``(digest, pixels, crc, reason)``; pixels is None when unchanged or undecodable.
     """
@@ -193,6 +198,46 @@ def _examine(path: str, size: int, old_digest: Optional[str]):
     except ImageReadError as e:
         return digest, None, 0, e.reason
     return digest, pixels, zlib.crc32(pixels), None
+
+
+def _decode_chunk(pixels_file: str, size: int, first_row: int, items: Sequence[Tuple[str, Optional[str]]]):
+    """Worker: decodes a chunk of files and writes their rows itself, from ``first_row`` on, in order.
+
+    Only the small results travel back to the parent (a 224 px row is 150 KB; pickling
+    it back cost more than its decode, see the module docstring). The chunk owns rows
+    ``first_row .. first_row + len(items) - 1``; a file that is unchanged or cannot be
+    decoded leaves its slot unwritten at the chunk's end.
+
+    Args:
+      pixels_file: the store's pixels file (opened here: a spawned worker has no fd of the parent's).
+      size: square side of the rows in pixels.
+      first_row: the chunk's first reserved row.
+      items: ``(path, digest stored for it or None)`` per file.
+
+    Returns:
+      ``(results, error)``: per file handled, ``(digest, row or -1, crc, reason)``
+      (row -1 and reason None: unchanged bytes); ``error`` is the ``OSError`` that
+      stopped the chunk while writing (a full disk), the files after it not handled.
+    """
+    results: List[Tuple[Optional[str], int, int, Optional[str]]] = []
+    row_bytes = size * size * 3
+    row = first_row
+    fd = os.open(pixels_file, os.O_WRONLY | getattr(os, "O_BINARY", 0))
+    try:
+        for path, old_digest in items:
+            digest, pixels, crc, reason = _examine(path, size, old_digest)
+            if pixels is None:
+                results.append((digest, -1, 0, reason))
+                continue
+            try:
+                _pwrite(fd, pixels, row * row_bytes)
+            except OSError as e:
+                return results, e
+            results.append((digest, row, crc, None))
+            row += 1
+    finally:
+        os.close(fd)
+    return results, None
 
 
 def _workers() -> int:
@@ -334,8 +379,10 @@ class ImageStore:
             self._fd = None
 
     def __del__(self):
-        with contextlib.suppress(Exception):
+        try:  # not contextlib: at interpreter exit the module's globals may already be None
             self.close()
+        except Exception:  # noqa: BLE001
+            pass
 
     # -- building ----------------------------------------------------------------------------------
     def update(self, paths: Sequence[str], progress: bool = True, desc: str = "decoding images",
@@ -395,10 +442,17 @@ class ImageStore:
             )
 
     def _build(self, todo, progress: bool, desc: str) -> Dict[str, str]:
-        """Decodes ``todo`` in a pool and appends the rows in order; returns the reasons of files that vanished."""
+        """Decodes ``todo`` in a pool, in chunks whose workers write their own rows; returns the reasons of
+        files that vanished.
+
+        Chunk ``k`` reserves as many rows as it has files, right after chunk ``k - 1``'s; its results
+        are taken in order, and the index is committed up to the last row of the last chunk taken, so
+        a commit never names a row a running worker has not written.
+        """
         gone: Dict[str, str] = {}
         fd = os.open(self.pixels_file, os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o644)
-        rows = self.committed_rows
+        rows = self.committed_rows  # the end of what the taken chunks wrote
+        reserved = rows
         last_commit = time.monotonic()
         pending_rows = 0
         bar = None
@@ -407,46 +461,55 @@ class ImageStore:
 
             bar = tqdm(total=len(todo), desc=desc, unit="img", leave=False, disable=None)
         workers = _workers()
+        chunk = max(1, min(CHUNK_FILES, -(-len(todo) // (4 * workers))))
+        chunks = iter([todo[i:i + chunk] for i in range(0, len(todo), chunk)])
+        pool = _pool(len(todo), workers)
         try:
-            with _pool(len(todo), workers) as pool:
-                window: collections.deque = collections.deque()
-                items = iter(todo)
-                # A bounded window of futures: decoded rows never pile up in memory.
-                for item in items:
-                    window.append((item, pool.submit(_examine, item[0], self.size, item[2].digest if item[2] else None)))
-                    if len(window) >= 4 * workers:
-                        break
-                while window:
-                    (path, info, old), future = window.popleft()
-                    nxt = next(items, None)
-                    if nxt is not None:
-                        window.append((nxt, pool.submit(_examine, nxt[0], self.size, nxt[2].digest if nxt[2] else None)))
-                    digest, pixels, crc, reason = future.result()
+            window: collections.deque = collections.deque()
+
+            def submit() -> bool:
+                nonlocal reserved
+                part = next(chunks, None)
+                if part is None:
+                    return False
+                items = [(path, old.digest if old else None) for path, _, old in part]
+                window.append((part, pool.submit(_decode_chunk, str(self.pixels_file), self.size, reserved, items)))
+                reserved += len(part)
+                return True
+
+            # A bounded window of chunks: at most this many files are decoded ahead of the index.
+            while len(window) < 2 * workers and submit():
+                pass
+            while window:
+                part, future = window.popleft()
+                submit()
+                results, error = future.result()
+                for (path, info, old), (digest, row, crc, reason) in zip(part, results):
                     info = _stat(path) if info is None else info
                     if info is None:
                         self.entries.pop(path, None)  # gone: nothing to remember
                         gone[path] = reason or "missing (deleted, or a broken symlink)"
-                    elif pixels is None and reason is None and old is not None:
+                    elif row < 0 and reason is None and old is not None:
                         old.size, old.mtime_ns = info.st_size, info.st_mtime_ns  # touched, same bytes
-                    elif pixels is None:
+                    elif row < 0:
                         self.entries[path] = Entry(info.st_size, info.st_mtime_ns, digest, -1, 0, reason)
                     else:
-                        try:
-                            _pwrite(fd, pixels, rows * self.row_bytes)
-                        except OSError as e:
-                            with contextlib.suppress(OSError):  # keep what was written, if the index still fits
-                                self._commit(fd, rows)
-                            self._disk_error(e, len(todo), bar)
-                        self.entries[path] = Entry(info.st_size, info.st_mtime_ns, digest, rows, crc, None)
-                        rows += 1
+                        self.entries[path] = Entry(info.st_size, info.st_mtime_ns, digest, row, crc, None)
+                        rows = row + 1
                         pending_rows += 1
                     if bar is not None:
                         bar.update(1)
-                    if pending_rows >= COMMIT_ROWS or time.monotonic() - last_commit > COMMIT_SECONDS:
-                        self._commit_or_fail(fd, rows, len(todo), bar)
-                        pending_rows, last_commit = 0, time.monotonic()
+                if error is not None:
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    with contextlib.suppress(OSError):  # keep what was written, if the index still fits
+                        self._commit(fd, rows)
+                    self._disk_error(error, len(todo), bar)
+                if pending_rows >= COMMIT_ROWS or time.monotonic() - last_commit > COMMIT_SECONDS:
+                    self._commit_or_fail(fd, rows, len(todo), bar)
+                    pending_rows, last_commit = 0, time.monotonic()
             self._commit_or_fail(fd, rows, len(todo), bar)
         finally:
+            pool.shutdown(wait=True, cancel_futures=True)
             os.close(fd)
             if bar is not None:
                 bar.close()
