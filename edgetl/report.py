@@ -33,6 +33,10 @@ _CSV_COLUMNS = ("variant", "file", "size_mb", "accuracy", "accuracy_low", "accur
 # Latencies closer than this (relative) are a tie even when both measurements were quiet:
 # run-to-run differences of a few percent are common on any host.
 MIN_LATENCY_MARGIN = 0.05
+# Files within this share of the smallest one's size are equally small: the more accurate of them is picked.
+# Its use: the int8 (PTQ) and qat-int8 files of a run differ by a few KB, and the one to ship between them is
+# the one whose quantization lost less, not the one a few bytes smaller (issue 15).
+SIZE_TIE = 0.05
 
 
 @dataclasses.dataclass
@@ -117,6 +121,10 @@ class Report:
       float_accuracy_ci: 95 % Wilson interval of ``float_accuracy``.
       notes: caveats on how far the figures can be trusted (a small
         validation split, noisy latencies, missing SciPy).
+      qat_vs_ptq: McNemar's exact test of the qat-int8 file against the int8
+        (post-training quantization) file on the same validation images
+        (``PairedComparison`` fields plus ``qat_accuracy``/``ptq_accuracy``);
+        None unless both files were evaluated with per-image predictions.
     """
 
     run_dir: str
@@ -137,6 +145,7 @@ class Report:
     warnings: List[str] = dataclasses.field(default_factory=list)
     float_accuracy_ci: Optional[Tuple[float, float]] = None
     notes: List[str] = dataclasses.field(default_factory=list)
+    qat_vs_ptq: Optional[Dict[str, Any]] = None
 
     def row(self, variant: str) -> VariantRow:
         """The row of ``variant``; KeyError when it was not exported."""
@@ -176,6 +185,8 @@ class Report:
 
         lines = [self._headline(), "", format_table(self.HEADERS, self.table_rows()), "",
                  f"Recommended: {self.recommended or '-'} ({self.reason})"]
+        if self.qat_vs_ptq:
+            lines.append(self.qat_verdict())
         lines.extend(f"note: {note}" for note in self.notes)
         lines.extend(f"WARNING: {warning}" for warning in self.warnings)
         lines.append(f"Report: {RunPaths.of(self.run_dir).report_md} (+ .json, .csv, plots/)")
@@ -208,6 +219,8 @@ class Report:
         if comparisons:
             lines += ["Against the Keras float model (McNemar's exact test on the same images):", ""]
             lines += [f"- {variant}: {describe_comparison(comparison)}" for variant, comparison in comparisons] + [""]
+        if self.qat_vs_ptq:
+            lines += [self.qat_verdict(), ""]
         if self.notes:
             lines += ["Notes:", ""] + [f"- {note}" for note in self.notes] + [""]
         if self.warnings:
@@ -249,6 +262,20 @@ class Report:
                 row.latency_reliable, row.threads, row.speedup, row.agreement, row.flagged,
                 row.variant == self.recommended, row.sha256, row.min_runtime)])
         return buffer.getvalue()
+
+    def qat_verdict(self) -> str:
+        """One sentence: did quantization-aware training beat post-training quantization in this run?"""
+        c = self.qat_vs_ptq or {}
+        qat, ptq = c.get("qat_accuracy"), c.get("ptq_accuracy")
+        if qat is None or ptq is None:
+            return ""
+        versus = f"qat-int8 {qat:.2%} vs int8 {ptq:.2%} ({describe_comparison(c)}, McNemar on the same images)"
+        if qat > ptq:
+            return f"QAT against post-training quantization: QAT is better here, {versus}."
+        if qat < ptq:
+            return (f"QAT against post-training quantization: QAT did not beat PTQ in this run, {versus}; "
+                    f"between the two int8 files the recommendation takes the more accurate one.")
+        return f"QAT against post-training quantization: the same accuracy, {versus}."
 
     def _headline(self) -> str:
         model, data = self.model, self.data
@@ -331,8 +358,8 @@ def recommend(rows: Sequence[VariantRow], float_accuracy: Optional[float], max_d
         return best.variant, (f"no file is {rule}; this is the most accurate one. Consider more QAT epochs or a "
                               f"wider backbone")
     if prefer == "size":
-        best = min(eligible, key=lambda r: (r.size_bytes, -r.accuracy))
-        return best.variant, f"smallest file {rule}"
+        best = _most_accurate_of_the_smallest(eligible)
+        return best.variant, f"smallest file {rule}" + _size_tie_words(eligible, best)
     fastest = min(eligible, key=lambda r: (r.p50_ms, r.size_bytes, -r.accuracy))
 
     def spread(row: VariantRow) -> float:
@@ -349,14 +376,34 @@ def recommend(rows: Sequence[VariantRow], float_accuracy: Optional[float], max_d
         return row.p50_ms <= fastest.p50_ms * (1.0 + margin)
 
     ties = [r for r in eligible if tied(r)]
-    best = min(ties, key=lambda r: (r.size_bytes, -r.accuracy, r.p50_ms))
+    best = _most_accurate_of_the_smallest(ties)
     reason = f"fastest (p50) file {rule}"
     if len(ties) > 1:
         noisy = [r.variant for r in ties if not r.latency_reliable]
         why = (f"the latency of {', '.join(noisy)} stayed noisy" if noisy
                else "their p50 latencies are within measurement noise")
-        reason += (f"; {', '.join(r.variant for r in ties)} are a tie on speed ({why}), so the smallest of them")
+        reason += (f"; {', '.join(r.variant for r in ties)} are a tie on speed ({why}), so the smallest of them"
+                   + _size_tie_words(ties, best))
     return best.variant, reason
+
+
+def _equally_small(rows: Sequence[VariantRow]) -> List[VariantRow]:
+    smallest = min(r.size_bytes for r in rows)
+    return [r for r in rows if r.size_bytes <= smallest * (1.0 + SIZE_TIE)]
+
+
+def _most_accurate_of_the_smallest(rows: Sequence[VariantRow]) -> VariantRow:
+    return max(_equally_small(rows), key=lambda r: (r.accuracy, -r.size_bytes, -(r.p50_ms or 0.0)))
+
+
+def _size_tie_words(rows: Sequence[VariantRow], best: VariantRow) -> str:
+    small = _equally_small(rows)
+    if len(small) < 2:
+        return ""
+    names = ", ".join(r.variant for r in small)
+    if len({r.accuracy for r in small}) == 1:
+        return f" ({names} are within {SIZE_TIE:.0%} in size and equally accurate)"
+    return f" ({names} are within {SIZE_TIE:.0%} in size; {best.variant} is the most accurate)"
 
 
 def _read_json(path: Path, what: str) -> Any:
@@ -405,6 +452,7 @@ def build_report(run_dir: Union[str, Path], config: ReportConfig = ReportConfig(
     float_accuracy = train.get("val_accuracy")
 
     rows, warnings, notes = [], [], []
+    predictions_of: Dict[str, List[int]] = {}
     val_images = 0
     val_labels = [label for _, label in record.val]
     keras_predictions = train.get("val_predictions") or []
@@ -424,6 +472,7 @@ def build_report(run_dir: Union[str, Path], config: ReportConfig = ReportConfig(
             evaluation = _read_json(evaluation_file, "eval")
             accuracy = evaluation["top1"]
             images = int(evaluation["images"])
+            predictions_of[model["variant"]] = evaluation.get("predictions") or []
             val_images = max(val_images, images)
             if statistics:
                 interval, paired = _accuracy_statistics(evaluation, val_labels, keras_correct)
@@ -454,6 +503,7 @@ def build_report(run_dir: Union[str, Path], config: ReportConfig = ReportConfig(
         notes.append(f"the latency of {', '.join(noisy)} stayed noisy after re-measuring (the host was busy); it is "
                      f"not used to rank. Re-run on a quiet machine for latencies you can compare.")
     recommended, reason = recommend(rows, float_accuracy, config.max_drop, config.prefer)
+    qat_vs_ptq = _qat_against_ptq(rows, predictions_of, val_labels) if statistics else None
     sweep = [{"file": Path(r["model"]).name, "threads": r["threads"], "delegate": r["delegate"], "p50_ms": r["p50_ms"],
               "p90_ms": r["p90_ms"], "mean_ms": r["mean_ms"], "runs": r["runs"], "init_ms": r["init_ms"],
               "rounds": r.get("rounds", 1), "noise": r.get("noise", 0.0), "reliable": r.get("reliable", True)}
@@ -475,8 +525,25 @@ def build_report(run_dir: Union[str, Path], config: ReportConfig = ReportConfig(
         float_accuracy=float_accuracy, qat_accuracy=(qat_result or {}).get("qat_accuracy"),
         val_images=val_images or len(record.val), rows=rows, recommended=recommended, reason=reason,
         rule={"max_drop": config.max_drop, "prefer": config.prefer}, sweep=sweep, host=host, versions=all_versions,
-        warnings=warnings, float_accuracy_ci=float_ci, notes=notes,
+        warnings=warnings, float_accuracy_ci=float_ci, notes=notes, qat_vs_ptq=qat_vs_ptq,
     )
+
+
+def _qat_against_ptq(rows: Sequence[VariantRow], predictions_of: Dict[str, List[int]],
+                     val_labels: Sequence[int]) -> Optional[Dict[str, Any]]:
+    """McNemar's exact test of qat-int8 (candidate) against int8 (reference) on the images both classified."""
+    from edgetl.stats import compare_paired
+
+    accuracy = {r.variant: r.accuracy for r in rows}
+    qat, ptq = predictions_of.get("qat-int8"), predictions_of.get("int8")
+    if not qat or not ptq or len(qat) != len(val_labels) or len(ptq) != len(val_labels):
+        return None
+    pairs = [(p == label, q == label) for p, q, label in zip(ptq, qat, val_labels) if p >= 0 and q >= 0]
+    if not pairs:
+        return None
+    comparison = compare_paired([a for a, _ in pairs], [b for _, b in pairs])
+    return {**dataclasses.asdict(comparison), "qat_accuracy": accuracy.get("qat-int8"),
+            "ptq_accuracy": accuracy.get("int8")}
 
 
 def _statistics_available(notes: List[str]) -> bool:

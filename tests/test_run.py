@@ -48,6 +48,36 @@ def test_recommend_picks_fastest_or_smallest_within_the_drop():
     assert recommend([_row("int8", None, None, 1)], 0.9)[0] is None
 
 
+def test_recommend_takes_the_more_accurate_of_two_files_of_about_the_same_size():
+    """PTQ int8 and qat-int8 differ by a few KB; between them the one whose quantization lost less is shipped."""
+    rows = [_row("fp32", 0.92, 4.0, 1_600_000, noise=0.01), _row("int8", 0.92, 2.00, 600_000, noise=0.01),
+            _row("qat-int8", 0.90, 2.02, 590_000, noise=0.01)]
+    variant, reason = recommend(rows, 0.92, max_drop=3.0)
+    assert variant == "int8" and "int8, qat-int8 are within 5% in size; int8 is the most accurate" in reason
+    assert recommend(rows, 0.92, max_drop=3.0, prefer="size")[0] == "int8"
+    rows[2] = _row("qat-int8", 0.93, 2.02, 590_000, noise=0.01)
+    assert recommend(rows, 0.92, max_drop=3.0)[0] == "qat-int8"
+    # A file half the size is smaller, not "about the same size", whatever its accuracy.
+    halves = [_row("fp16", 0.92, 2.0, 1_200_000, noise=0.01), _row("int8", 0.91, 2.0, 600_000, noise=0.01)]
+    assert recommend(halves, 0.92, max_drop=3.0)[0] == "int8"
+
+
+def test_qat_against_ptq_is_mcnemar_on_the_images_both_classified():
+    from statsmodels.stats.contingency_tables import mcnemar
+
+    from edgetl.report import _qat_against_ptq
+
+    labels = [0, 1, 2, 0, 1, 2, 0, 1, 2, 0]
+    ptq = [0, 1, 2, 0, 1, 2, 0, 1, 0, 1]  # 8 right
+    qat = [0, 1, 2, 0, 1, 0, 1, 1, 2, -1]  # 6 right, one image not classified (-1): left out of the pairs
+    rows = [_row("int8", 0.8, 2.0, 600_000), _row("qat-int8", 0.6, 2.0, 590_000)]
+    result = _qat_against_ptq(rows, {"int8": ptq, "qat-int8": qat}, labels)
+    assert result["images"] == 9 and (result["lost"], result["gained"]) == (2, 1)
+    assert result["p_value"] == pytest.approx(mcnemar([[6, 2], [1, 0]], exact=True).pvalue)
+    assert (result["qat_accuracy"], result["ptq_accuracy"]) == (0.6, 0.8)
+    assert _qat_against_ptq(rows, {"int8": ptq}, labels) is None  # no QAT file evaluated
+
+
 def test_recommend_never_ranks_on_noise():
     """A faster p50 inside the measurement noise, or from a noisy benchmark, is no reason to pick a file."""
     rows = [_row("int8", 0.90, 2.34, 600_000, noise=0.30), _row("qat-int8", 0.90, 5.14, 590_000, reliable=False),
@@ -164,6 +194,12 @@ def test_run_end_to_end_then_skips_finished_stages(tmp_path):
     markdown = (out / "report.md").read_text()
     assert f"**Recommended: {report['recommended']}**" in markdown and "| qat-int8 " in markdown
     assert "| 95% CI |" in markdown and "McNemar" in markdown
+    # QAT earns its place or the report says it did not: qat-int8 against int8 on the same images.
+    qat_vs_ptq = report["qat_vs_ptq"]
+    qat_row, ptq_row = (next(r for r in report["rows"] if r["variant"] == v) for v in ("qat-int8", "int8"))
+    assert qat_vs_ptq["images"] == 6 and qat_vs_ptq["qat_accuracy"] == qat_row["accuracy"]
+    assert qat_vs_ptq["delta_pts"] == pytest.approx((qat_row["accuracy"] - ptq_row["accuracy"]) * 100, abs=0.01)
+    assert "QAT against post-training quantization:" in markdown and "QAT against post-training" in result.output
     for plot in ("accuracy_latency.png", f"confusion_matrix_{report['recommended']}.png", "training_curves.png"):
         assert (out / "plots" / plot).stat().st_size > 1000
         assert f"plots/{plot}" in markdown
