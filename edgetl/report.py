@@ -274,7 +274,7 @@ class Report:
             return f"QAT against post-training quantization: QAT is better here, {versus}."
         if qat < ptq:
             return (f"QAT against post-training quantization: QAT did not beat PTQ in this run, {versus}; "
-                    f"between the two int8 files the recommendation takes the more accurate one.")
+                    f"where the two int8 files tie on speed, the recommendation takes the more accurate one.")
         return f"QAT against post-training quantization: the same accuracy, {versus}."
 
     def _headline(self) -> str:
@@ -323,8 +323,10 @@ def recommend(rows: Sequence[VariantRow], float_accuracy: Optional[float], max_d
     files whose p50 is within the larger of their measurement noise and
     ``MIN_LATENCY_MARGIN`` of the fastest are a tie (for a benchmark that
     stayed noisy the noise includes its p90/p50 tail; when it is unknown the
-    file ties with every other), and the smallest of them (then the most
-    accurate) is picked.
+    file ties with every other), and the smallest of them is picked; files
+    within ``SIZE_TIE`` (5 %) of the smallest size are equally small, and the
+    most accurate of those wins (int8 against qat-int8: the file whose
+    quantization lost less, not the one a few KB smaller).
 
     Args:
       rows: measured files.
