@@ -1,7 +1,7 @@
 """`python -m edgetl` runs the command-line interface."""
 
-from edgetl.cli import main
+from edgetl.cli import run
 
 # Guarded: the decoded store's worker processes (multiprocessing "spawn") import this module again.
 if __name__ == "__main__":
-    main()
+    run()

@@ -712,5 +712,20 @@ def quickstart(out, data, backbone, alpha, size, weights_dir, no_progress):
     click.echo(result.summary())
 
 
-if __name__ == "__main__":  # pragma: no cover
+def run() -> None:
+    """The ``edgetl`` command: ``main``, with TensorFlow's C++ log lines kept off stderr unless ``--verbose``.
+
+    Not done inside ``main``: tests and other programs call ``main`` in their own
+    process, whose stderr is theirs (see ``edgetl._native.filter_native_logs``).
+    """
+    import os
+
+    if not {"-v", "--verbose"} & set(sys.argv[1:]) and os.environ.get("EDGETL_TF_LOGS") != "1":
+        from edgetl._native import filter_native_logs
+
+        filter_native_logs()
     main()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run()
