@@ -534,16 +534,13 @@ def build_report(run_dir: Union[str, Path], config: ReportConfig = ReportConfig(
 def _qat_against_ptq(rows: Sequence[VariantRow], predictions_of: Dict[str, List[int]],
                      val_labels: Sequence[int]) -> Optional[Dict[str, Any]]:
     """McNemar's exact test of qat-int8 (candidate) against int8 (reference) on the images both classified."""
-    from edgetl.stats import compare_paired
-
     accuracy = {r.variant: r.accuracy for r in rows}
     qat, ptq = predictions_of.get("qat-int8"), predictions_of.get("int8")
     if not qat or not ptq or len(qat) != len(val_labels) or len(ptq) != len(val_labels):
         return None
-    pairs = [(p == label, q == label) for p, q, label in zip(ptq, qat, val_labels) if p >= 0 and q >= 0]
-    if not pairs:
+    comparison = _paired([p == label if p >= 0 else None for p, label in zip(ptq, val_labels)], qat, val_labels)
+    if comparison is None:
         return None
-    comparison = compare_paired([a for a, _ in pairs], [b for _, b in pairs])
     return {**dataclasses.asdict(comparison), "qat_accuracy": accuracy.get("qat-int8"),
             "ptq_accuracy": accuracy.get("int8")}
 
@@ -562,7 +559,7 @@ def _statistics_available(notes: List[str]) -> bool:
 def _accuracy_statistics(evaluation: Dict[str, Any], val_labels: Sequence[int],
                          keras_correct: Optional[Sequence[bool]]) -> Tuple[Optional[Tuple[float, float]], Optional[Dict[str, Any]]]:
     """(Wilson interval, paired comparison with the Keras float model) of one file's evaluation."""
-    from edgetl.stats import compare_paired, wilson_interval
+    from edgetl.stats import wilson_interval
 
     images = int(evaluation["images"])
     correct = int(round(evaluation["top1"] * images))
@@ -570,11 +567,22 @@ def _accuracy_statistics(evaluation: Dict[str, Any], val_labels: Sequence[int],
     predictions = evaluation.get("predictions") or []
     if keras_correct is None or len(predictions) != len(val_labels):
         return interval, None
-    pairs = [(keras_correct[i], predictions[i] == val_labels[i]) for i in range(len(val_labels)) if predictions[i] >= 0]
-    if not pairs:
+    comparison = _paired(keras_correct, predictions, val_labels)
+    if comparison is None:
         return interval, None
-    comparison = compare_paired([a for a, _ in pairs], [b for _, b in pairs])
     return interval, {**dataclasses.asdict(comparison), "summary": comparison.describe()}
+
+
+def _paired(reference_correct: Sequence[Optional[bool]], predictions: Sequence[int], val_labels: Sequence[int]):
+    """McNemar's exact test of a file's ``predictions`` (-1: not classified) against a reference's per-image
+    correctness (None: not classified), on the images both classified; None when there are none."""
+    from edgetl.stats import compare_paired
+
+    pairs = [(right, predicted == label) for right, predicted, label in zip(reference_correct, predictions, val_labels)
+             if right is not None and predicted >= 0]
+    if not pairs:
+        return None
+    return compare_paired([a for a, _ in pairs], [b for _, b in pairs])
 
 
 def _describe_weights(weights: Optional[str]) -> str:

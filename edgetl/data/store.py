@@ -506,7 +506,6 @@ class ImageStore:
                     if bar is not None:
                         bar.update(1)
                 if error is not None:
-                    pool.shutdown(wait=True, cancel_futures=True)
                     with contextlib.suppress(OSError):  # keep what was written, if the index still fits
                         self._commit(rows)
                     self._disk_error(error, len(todo), bar)
