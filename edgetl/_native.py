@@ -18,8 +18,12 @@ def capture_native_output(fds: Sequence[int] = (2,)) -> Iterator[Dict[str, str]]
 
     C++ code writes straight to the descriptors, past ``sys.stderr``, so only
     a descriptor-level redirect can silence its banners or keep its
-    explanation of a failure for a one-line error. Where the descriptors
-    cannot be duplicated (an embedded interpreter), nothing is captured.
+    explanation of a failure for a one-line error. Python code called inside
+    (the converter's ``warnings.warn``) is captured too: where ``sys.stdout`` /
+    ``sys.stderr`` write to a descriptor of their own (``filter_native_logs``
+    gives ``sys.stderr`` one), they are pointed at the same sink meanwhile.
+    Where the descriptors cannot be duplicated (an embedded interpreter),
+    nothing is captured.
     """
     captured = {"text": ""}
     sys.stdout.flush()
@@ -32,9 +36,17 @@ def capture_native_output(fds: Sequence[int] = (2,)) -> Iterator[Dict[str, str]]
     with tempfile.TemporaryFile() as sink:
         for fd in fds:
             os.dup2(sink.fileno(), fd)
+        streams = {name: getattr(sys, name) for fd, name in ((1, "stdout"), (2, "stderr"))
+                   if fd in fds and _own_descriptor(getattr(sys, name), fd)}
+        for name in streams:
+            setattr(sys, name, open(sink.fileno(), "w", buffering=1, encoding="utf-8", errors="replace", closefd=False))
         try:
             yield captured
         finally:
+            for name, stream in streams.items():
+                with contextlib.suppress(Exception):
+                    getattr(sys, name).close()  # flushes into the sink; closefd=False keeps the sink open
+                setattr(sys, name, stream)
             sys.stdout.flush()
             sys.stderr.flush()
             for fd, original in zip(fds, saved):
@@ -42,6 +54,17 @@ def capture_native_output(fds: Sequence[int] = (2,)) -> Iterator[Dict[str, str]]
                 os.close(original)
             sink.seek(0)
             captured["text"] = sink.read().decode("utf-8", "replace")
+
+
+def _own_descriptor(stream, fd: int) -> bool:
+    """True when ``stream`` writes to an open descriptor other than ``fd`` (so redirecting ``fd`` misses it).
+
+    Streams without a descriptor (pytest's capture, io.StringIO) are left alone: their host chose them.
+    """
+    try:
+        return stream.fileno() != fd
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 # absl/glog's line prefix, which TensorFlow's C++ side writes: severity, MMDD, time (TF 2.21 prints 00:00:<epoch s>.<us>), thread id, file:line].

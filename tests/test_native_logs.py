@@ -48,6 +48,28 @@ def test_python_stderr_still_reaches_the_terminal_when_the_filter_is_on():
     assert "isatty False False fd2-is-pipe True" in stderr  # captured here: not a terminal before or after
 
 
+def test_a_capture_inside_the_filter_still_catches_python_writes():
+    # The converter warns through Python ("Statistics for quantized inputs were expected ...") while edgetl
+    # captures fds 1/2 around it; with the filter on, sys.stderr has a descriptor of its own, so the capture
+    # must take it too or the warning reaches the user's terminal (seen in a quickstart run).
+    stderr = _stderr_of('''
+        import os, sys, warnings
+        from edgetl._native import capture_native_output, filter_native_logs
+        filter_native_logs()
+        with capture_native_output((1, 2)) as captured:
+            warnings.warn("converter warning")
+            sys.stderr.write("python inside\\n")
+            print("stdout inside")
+            os.write(2, b"native inside\\n")
+        for kept in ("converter warning", "python inside", "stdout inside", "native inside"):
+            assert kept in captured["text"], (kept, captured["text"])
+        sys.stderr.write("python after\\n")
+        os.write(2, b"native after\\n")
+    ''')
+    assert "inside" not in stderr, stderr
+    assert "python after" in stderr and "native after" in stderr, stderr
+
+
 def test_the_edgetl_command_installs_it_and_verbose_does_not():
     script = '''
         import sys

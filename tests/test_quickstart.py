@@ -44,9 +44,9 @@ def test_quickstart_learns_the_shipped_photos_offline_and_quietly(tmp_path):
     done = subprocess.run([sys.executable, "-m", "edgetl", "quickstart", "--out", str(out), "--no-progress"],
                           env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=1800)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    # No TensorFlow C++/absl lines (E0000 ..., W0000 ..., I0000 ...) reach the user's terminal.
-    noise = [line for line in done.stderr.splitlines() if line[:1] in "EWI" and line[1:5].isdigit()]
-    assert not noise, noise[:5]
+    # Nothing reaches the user's terminal on stderr: no TensorFlow C++/absl lines (E0000 ...), no Python
+    # warnings from the converter (with --no-progress there are no progress bars either).
+    assert not done.stderr.strip(), done.stderr[-3000:]
     assert "TrashNet subset shipped with edgetl" in done.stdout
 
     report = json.loads((out / "report.json").read_text())
