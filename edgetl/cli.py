@@ -96,6 +96,7 @@ _TRAIN_FLAGS = {
     "epochs": ("train", "epochs"), "learning_rate": ("train", "learning_rate"),
     "fine_tune_epochs": ("train", "fine_tune_epochs"), "fine_tune_layers": ("train", "fine_tune_layers"),
     "fine_tune_learning_rate": ("train", "fine_tune_learning_rate"), "lr_schedule": ("train", "lr_schedule"),
+    "warmup_epochs": ("train", "warmup_epochs"),
     "early_stopping_patience": ("train", "early_stopping_patience"), "strategy": ("train", "strategy"),
     "feature_views": ("train", "feature_views"),
 }
@@ -133,7 +134,18 @@ def _train_configs(ctx: click.Context, recipe: Optional[str], extra_flags=None):
     if params["orientation"]:
         augment = dataclasses.replace(augment, orientation=params["orientation"])
     configs["data"] = dataclasses.replace(configs["data"], augment=augment)
+    # Training values nobody gave (no typed flag, not in the recipe file) come from the rules for this folder.
+    from edgetl.auto_recipe import adapt_configs
+    from edgetl.recipe import recipe_fields
+
+    given = recipe_fields(recipe) | {".".join(_TRAIN_FLAGS[name]) for name in typed if name in _TRAIN_FLAGS}
+    configs, auto = adapt_configs(configs, given)
+    if auto is not None and auto.chosen:
+        click.echo(auto.line())
     return configs
+
+
+_BY_RULE = "Default: chosen from the folder's size by the rules `edgetl rules` lists (unless a --recipe sets it)."
 
 
 def _train_options(func):
@@ -148,12 +160,18 @@ def _train_options(func):
         click.option("--weights", default="imagenet", show_default=True, help="'imagenet', 'none' (random init) or a no-top .h5 file."),
         click.option("--weights-dir", type=click.Path(file_okay=False), default=None,
                       help="Offline folder of Keras' ImageNet weight files (as in ~/.keras/models). Also $EDGETL_WEIGHTS_DIR."),
-        click.option("--epochs", type=int, default=10, show_default=True, help="Stage 1: epochs training the head on cached features."),
-        click.option("--lr", "learning_rate", type=float, default=1e-3, show_default=True, help="Stage 1 learning rate."),
-        click.option("--fine-tune-epochs", type=int, default=5, show_default=True, help="Stage 2: fine-tuning epochs (0 = skip stage 2)."),
-        click.option("--fine-tune-layers", type=int, default=30, show_default=True, help="Stage 2: backbone layers unfrozen from the top (-1 = all)."),
-        click.option("--fine-tune-lr", "fine_tune_learning_rate", type=float, default=1e-4, show_default=True, help="Stage 2 peak learning rate."),
+        click.option("--epochs", type=int, default=10,
+                     help=f"Stage 1: epochs training the head on cached features. {_BY_RULE}"),
+        click.option("--lr", "learning_rate", type=float, default=1e-3, help=f"Stage 1 learning rate. {_BY_RULE}"),
+        click.option("--fine-tune-epochs", type=int, default=5,
+                     help=f"Stage 2: fine-tuning epochs (0 = skip stage 2). {_BY_RULE}"),
+        click.option("--fine-tune-layers", type=int, default=30,
+                     help=f"Stage 2: backbone layers unfrozen from the top (-1 = all). {_BY_RULE}"),
+        click.option("--fine-tune-lr", "fine_tune_learning_rate", type=float, default=1e-4,
+                     help=f"Stage 2 peak learning rate. {_BY_RULE}"),
         click.option("--lr-schedule", type=click.Choice(["cosine", "constant"]), default="cosine", show_default=True, help="Stage 2 schedule."),
+        click.option("--warmup-epochs", type=int, default=0,
+                     help=f"Stage 2: epochs of linear learning-rate warm-up from 0 before the schedule. {_BY_RULE}"),
         click.option("--patience", "early_stopping_patience", type=int, default=5, show_default=True, help="Early stopping patience in epochs (0 = off)."),
         click.option("--batch-size", type=int, default=32, show_default=True),
         click.option("--dropout", type=float, default=0.2, show_default=True, help="Dropout before the classifier."),
@@ -304,6 +322,39 @@ def run_command(recipe, out, fresh, no_progress, **_):
                          progress=not no_progress and sys.stderr.isatty())
     click.echo("")
     click.echo(result.summary())
+
+
+@main.command()
+@click.argument("data", required=False, type=click.Path(file_okay=False, path_type=str))
+@click.option("--val", "val_path", type=click.Path(file_okay=False), default=None,
+              help="Separate validation folder (then every image of DATA trains).")
+@click.option("--val-fraction", type=float, default=0.2, show_default=True, help="Share of each class held out.")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@handle_errors
+def rules(data, val_path, val_fraction, batch_size):
+    """The rules that choose the training recipe from the data, and which one fires for DATA.
+
+    When `train` or `run` is given no value for the head and fine-tuning
+    settings (no flag, no --recipe that sets them), edgetl picks them from
+    the training images per class; the table says what each rule sets and
+    what it was measured on (docs/benchmarks.md has the commands).
+
+    \b
+    Examples:
+      edgetl rules
+      edgetl rules data/flowers
+    """
+    from edgetl.auto_recipe import choose, profile_folder, rules_table
+    from edgetl.config import DataConfig, TrainConfig
+
+    auto = None
+    if data:  # a bad folder fails before the table is printed
+        auto = choose(profile_folder(DataConfig(path=data, val_path=val_path, val_fraction=val_fraction,
+                                                batch_size=batch_size)), TrainConfig())
+    click.echo(rules_table())
+    if auto is not None:
+        click.echo("")
+        click.echo(auto.line())
 
 
 @main.command()

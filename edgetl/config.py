@@ -160,6 +160,11 @@ class TrainConfig:
       fine_tune_layers: backbone layers to unfreeze from the top; -1 = all.
       fine_tune_learning_rate: stage-2 peak learning rate (keep it ~10x lower).
       lr_schedule: 'cosine' decays stage 2 to zero, 'constant' keeps it.
+      warmup_epochs: stage-2 epochs over which the learning rate rises
+        linearly from 0 to ``fine_tune_learning_rate`` before the schedule
+        starts (Goyal et al., "Accurate, Large Minibatch SGD", 2017, sec. 2.2):
+        the head's gradients are large when the backbone first unfreezes, and
+        a full-depth step at the peak rate throws away what stage 1 learned.
       early_stopping_patience: epochs without val accuracy gain before a
         stage stops; 0 disables early stopping.
       cache_features: stage 1 on cached features (True) or through the frozen
@@ -184,6 +189,7 @@ class TrainConfig:
     fine_tune_layers: int = 30
     fine_tune_learning_rate: float = 1e-4
     lr_schedule: str = "cosine"
+    warmup_epochs: int = 0
     early_stopping_patience: int = 5
     cache_features: bool = True
     feature_views: int = 1
@@ -197,6 +203,11 @@ class TrainConfig:
         _check_range("learning_rate", self.learning_rate, 0.0, 10.0, low_open=True)
         _check_range("fine_tune_learning_rate", self.fine_tune_learning_rate, 0.0, 10.0, low_open=True)
         _check_range("early_stopping_patience", self.early_stopping_patience, 0, 100000)
+        _check_range("warmup_epochs", self.warmup_epochs, 0, 100000)
+        if self.fine_tune_epochs and self.warmup_epochs >= self.fine_tune_epochs:
+            raise ConfigError(f"`warmup_epochs`={self.warmup_epochs} leaves no fine-tuning epoch at the peak learning "
+                              f"rate (fine_tune_epochs={self.fine_tune_epochs}); use fewer warm-up epochs than "
+                              f"fine-tuning epochs.")
         _check_range("feature_views", self.feature_views, 0, 8)
         _check_choice("lr_schedule", self.lr_schedule, ("cosine", "constant"))
         _check_choice("strategy", self.strategy, STRATEGIES)

@@ -7,7 +7,7 @@ A recipe sets defaults; flags given on the command line override it. A run's own
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Set
 
 from edgetl.config import DataConfig, ExportConfig, ModelConfig, QATConfig, ReportConfig, TrainConfig, from_dict, load_yaml
 from edgetl.errors import ConfigError, suggest
@@ -44,6 +44,16 @@ def load_recipe(path: Optional[str]) -> Dict[str, Any]:
         except ConfigError as e:
             raise ConfigError(f"Recipe '{path}': {e}") from None
     return configs
+
+
+def recipe_fields(path: Optional[str]) -> Set[str]:
+    """The ``"section.field"`` names the recipe at ``path`` sets (empty for None).
+
+    Raises:
+      ConfigError: malformed YAML (as ``load_recipe``).
+    """
+    raw = load_yaml(path) if path else {}
+    return {f"{section}.{field}" for section, values in raw.items() if isinstance(values, Mapping) for field in values}
 
 
 def apply_overrides(configs: Dict[str, Any], overrides: Mapping[str, Mapping[str, Any]]) -> Dict[str, Any]:

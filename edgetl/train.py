@@ -344,6 +344,25 @@ def _train_head(model, splits, datasets, data: DataConfig, config: TrainConfig, 
         trainable.load_weights(str(best))
 
 
+def fine_tune_schedule(config: TrainConfig, steps_per_epoch: int):
+    """Stage 2's learning rate: a float (constant) or a Keras schedule of the optimizer step.
+
+    'cosine' decays from ``fine_tune_learning_rate`` to 0 over the fine-tuning
+    steps (Loshchilov & Hutter, "SGDR", ICLR 2017, without restarts); with
+    ``warmup_epochs`` the rate first rises linearly from 0 to the peak over
+    that many epochs, and the cosine (or the constant rate) takes the rest.
+    """
+    steps = config.fine_tune_epochs * steps_per_epoch
+    warmup = config.warmup_epochs * steps_per_epoch
+    if config.lr_schedule == "constant" and not warmup:
+        return config.fine_tune_learning_rate
+    # Keras' CosineDecay does the warm-up (0 -> peak, linear) itself; alpha=1 keeps 'constant' constant after it.
+    return keras.optimizers.schedules.CosineDecay(
+        0.0 if warmup else config.fine_tune_learning_rate, max(steps - warmup, 1),
+        alpha=0.0 if config.lr_schedule == "cosine" else 1.0,
+        warmup_target=config.fine_tune_learning_rate if warmup else None, warmup_steps=warmup)
+
+
 def _fine_tune(model, datasets, config: TrainConfig, paths: RunPaths, work: RunPaths, weights_by_class, echo,
                stage1_best: Optional[float], strategy=None, progress: bool = True) -> bool:
     """Stage 2: unfreeze the top layers and train on augmented images.
@@ -352,11 +371,9 @@ def _fine_tune(model, datasets, config: TrainConfig, paths: RunPaths, work: RunP
       True when an epoch beat stage 1 on validation accuracy (its weights are kept).
     """
     unfrozen = head_lib.set_fine_tune(model, config.fine_tune_layers)
-    echo(f"fine-tuning {unfrozen} backbone layers (BatchNorm frozen) at lr {config.fine_tune_learning_rate:g}")
-    steps = config.fine_tune_epochs * int(datasets["train"].cardinality().numpy())
-    learning_rate = config.fine_tune_learning_rate
-    if config.lr_schedule == "cosine":
-        learning_rate = keras.optimizers.schedules.CosineDecay(config.fine_tune_learning_rate, max(steps, 1))
+    warm = f" after {config.warmup_epochs} warm-up epoch(s)" if config.warmup_epochs else ""
+    echo(f"fine-tuning {unfrozen} backbone layers (BatchNorm frozen) at lr {config.fine_tune_learning_rate:g}{warm}")
+    learning_rate = fine_tune_schedule(config, int(datasets["train"].cardinality().numpy()))
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     best_path = work.weights(STAGE2, "best")
     initial = _best_from_csv(paths.history(STAGE2))

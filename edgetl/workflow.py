@@ -518,7 +518,10 @@ def run(data: str, out: Optional[str] = None, recipe: Optional[str] = None,
       out: run directory; default ``runs/<backbone>``. An existing one is continued.
       recipe: YAML recipe (``models/*.yaml`` or a run's ``config.yaml``).
       overrides: ``{section: {field: value}}`` applied on top of the recipe,
-        sections data, model, train, qat, export, report.
+        sections data, model, train, qat, export, report. Training values
+        that neither sets come from the rules for this folder
+        (``edgetl.auto_recipe``; the chosen values are echoed and recorded in
+        RUN/config.yaml).
       fresh: delete the run's checkpoints and results first and start over.
       echo: progress lines.
       progress: progress bars.
@@ -536,11 +539,16 @@ def run(data: str, out: Optional[str] = None, recipe: Optional[str] = None,
       >>> print(result.report.recommended)
       int8
     """
-    from edgetl.recipe import apply_overrides, load_recipe
+    from edgetl.auto_recipe import adapt_configs
+    from edgetl.recipe import apply_overrides, load_recipe, recipe_fields
 
     sections = {name: dict(values) for name, values in (overrides or {}).items()}
     sections.setdefault("data", {})["path"] = str(data)
     configs = apply_overrides(load_recipe(recipe), sections)
+    given = recipe_fields(recipe) | {f"{name}.{field}" for name, values in sections.items() for field in values}
+    configs, auto = adapt_configs(configs, given)
+    if auto is not None and auto.chosen:
+        echo(auto.line())
     return run_configs(configs, out or f"runs/{configs['model'].backbone}", fresh=fresh, echo=echo, progress=progress)
 
 

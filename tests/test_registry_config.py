@@ -71,6 +71,9 @@ def test_config_ranges_and_choices():
         TrainConfig(lr_schedule="cosin")
     with pytest.raises(ConfigError, match="`dropout`"):
         ModelConfig(dropout=1.5)
+    with pytest.raises(ConfigError, match="`warmup_epochs`=5 leaves no fine-tuning epoch.*fine_tune_epochs=5"):
+        TrainConfig(fine_tune_epochs=5, warmup_epochs=5)
+    assert TrainConfig(fine_tune_epochs=0, warmup_epochs=1).warmup_epochs == 1  # no stage 2: nothing to warm up
 
 
 def test_from_dict_rejects_unknown_keys_and_types():

@@ -254,3 +254,18 @@ def test_stage1_trains_on_the_feature_views(colour_folder, backbone_weights, tmp
     assert not (checkpoints / "features_train_view2.npy").exists()
     assert len({f.shape for f in features}) == 1 and not np.allclose(features[0], features[2])
     assert any("(view 3 of 3)" in line for line in lines) and 0 <= result.val_accuracy <= 1
+
+
+@pytest.mark.parametrize("schedule, warmup, expected", [
+    ("cosine", 0, {0: 3e-4, 50: 1.5e-4, 100: 0.0}),
+    ("cosine", 2, {0: 0.0, 10: 1.5e-4, 20: 3e-4, 60: 1.5e-4, 100: 0.0}),  # 2 epochs of 10 steps to the peak
+    ("constant", 2, {0: 0.0, 10: 1.5e-4, 20: 3e-4, 60: 3e-4, 100: 3e-4}),
+])
+def test_fine_tune_schedule_warms_up_then_follows_the_schedule(schedule, warmup, expected):
+    from edgetl.train import fine_tune_schedule
+
+    rate = fine_tune_schedule(TrainConfig(fine_tune_epochs=10, fine_tune_learning_rate=3e-4, lr_schedule=schedule,
+                                          warmup_epochs=warmup), steps_per_epoch=10)
+    for step, value in expected.items():
+        assert float(rate(step)) == pytest.approx(value, abs=1e-9), step
+    assert fine_tune_schedule(TrainConfig(lr_schedule="constant"), 10) == TrainConfig().fine_tune_learning_rate
