@@ -108,3 +108,19 @@ def test_edgetl_rules_prints_the_table_and_the_rule_for_a_folder(tmp_path):
 def test_a_missing_folder_is_a_dataset_error(tmp_path):
     with pytest.raises(DatasetError):
         profile_folder(DataConfig(path=str(tmp_path / "nope")))
+
+
+def test_the_python_api_applies_the_rule_where_neither_recipe_nor_overrides_set_a_value(tmp_path):
+    """``edgetl.run`` picks the same rule as the command line and leaves the overrides it is given alone.
+
+    The files are not images, so the run stops at the decode (a DatasetError) after the recipe line.
+    """
+    import edgetl
+
+    data = _folder(tmp_path / "train", {"a": 150, "b": 150})
+    lines = []
+    with pytest.raises(DatasetError):
+        edgetl.run(data, out=str(tmp_path / "run"), overrides={"train": {"fine_tune_epochs": 4}},
+                   echo=lines.append, progress=False)
+    line = next(line for line in lines if "rule `" in line)
+    assert "rule `many-images`" in line and "fine_tune_layers=-1" in line and "fine_tune_epochs" not in line
