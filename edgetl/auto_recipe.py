@@ -31,6 +31,7 @@ import statistics
 from typing import Any, Callable, Collection, Dict, Mapping, Optional, Tuple
 
 from edgetl.config import DataConfig, TrainConfig
+from edgetl.errors import DatasetError
 
 # TrainConfig fields a rule may set; everything else keeps its default or the user's value.
 AUTO_FIELDS = ("epochs", "learning_rate", "fine_tune_epochs", "fine_tune_layers", "fine_tune_learning_rate",
@@ -204,15 +205,19 @@ def adapt_configs(configs: Mapping[str, Any], given: Collection[str]) -> Tuple[D
       given: ``"section.field"`` names the user set (typed flags, keys of the recipe file).
 
     Returns:
-      ``(configs, auto)``; ``auto`` is None when the user gave every field a rule sets.
-
-    Raises:
-      DatasetError: the training folder cannot be listed (as ``profile_folder``).
+      ``(configs, auto)``; ``auto`` is None when the user gave every field a
+      rule sets, or when the training folder cannot be scanned: then the
+      configs are returned as they are and the stages' own checks report the
+      folder in their usual order (after the plan's notes), with their message.
     """
     fixed = {name.split(".", 1)[1] for name in given if name.startswith("train.")}
     if all(field in fixed for field in AUTO_FIELDS):
         return dict(configs), None
-    auto = choose(profile_folder(configs["data"]), configs["train"], fixed)
+    try:
+        profile = profile_folder(configs["data"])
+    except DatasetError:
+        return dict(configs), None
+    auto = choose(profile, configs["train"], fixed)
     result = dict(configs)
     result["train"] = auto.train
     return result, auto

@@ -105,9 +105,14 @@ def test_edgetl_rules_prints_the_table_and_the_rule_for_a_folder(tmp_path):
     assert missing.exit_code != 0 and missing.output.count("\n") == 1 and "does not exist" in missing.output
 
 
-def test_a_missing_folder_is_a_dataset_error(tmp_path):
+def test_a_missing_folder_is_a_dataset_error_but_adapting_leaves_it_to_the_stages(tmp_path):
     with pytest.raises(DatasetError):
         profile_folder(DataConfig(path=str(tmp_path / "nope")))
+    # `run` reports its plan's notes first, then the folder, with the stage's own message.
+    (tmp_path / "one" / "only_class").mkdir(parents=True)
+    for path in (str(tmp_path / "nope"), str(tmp_path / "one")):
+        configs = {"data": DataConfig(path=path), "train": TrainConfig()}
+        assert adapt_configs(configs, given=()) == (configs, None)
 
 
 def test_the_python_api_applies_the_rule_where_neither_recipe_nor_overrides_set_a_value(tmp_path):
