@@ -56,14 +56,12 @@ class DataProfile:
         folder, the share left after ``val_fraction``).
       images_per_class: median of ``train_images`` per class (the median, so one
         large class does not make a small dataset look large).
-      smallest_class: training images of the smallest class.
       batch_size: the data config's batch size (steps per epoch follow from it).
     """
 
     classes: int
     train_images: int
     images_per_class: int
-    smallest_class: int
     batch_size: int
 
     @property
@@ -87,8 +85,7 @@ def profile_counts(counts: Mapping[str, int], batch_size: int, val_fraction: Opt
     keep = 1.0 - (val_fraction or 0.0)
     per_class = [max(1, int(round(n * keep))) for n in counts.values()]
     return DataProfile(classes=len(per_class), train_images=sum(per_class),
-                       images_per_class=int(statistics.median(per_class)), smallest_class=min(per_class),
-                       batch_size=batch_size)
+                       images_per_class=int(statistics.median(per_class)), batch_size=batch_size)
 
 
 def profile_folder(data: DataConfig) -> DataProfile:
@@ -197,12 +194,14 @@ def choose(profile: DataProfile, base: TrainConfig, fixed: Collection[str] = ())
     return AutoRecipe(rule=rule, profile=profile, chosen=chosen, train=dataclasses.replace(base, **chosen))
 
 
-def adapt_configs(configs: Mapping[str, Any], given: Collection[str]) -> Tuple[Dict[str, Any], Optional[AutoRecipe]]:
+def adapt_configs(configs: Mapping[str, Any], given: Collection[str],
+                  echo: Optional[Callable[[str], None]] = None) -> Tuple[Dict[str, Any], Optional[AutoRecipe]]:
     """Every stage's config with the rules' training values where the user gave none.
 
     Args:
       configs: ``{section: config}`` with at least data and train.
       given: ``"section.field"`` names the user set (typed flags, keys of the recipe file).
+      echo: receives ``AutoRecipe.line()`` when a rule set at least one value.
 
     Returns:
       ``(configs, auto)``; ``auto`` is None when the user gave every field a
@@ -218,13 +217,15 @@ def adapt_configs(configs: Mapping[str, Any], given: Collection[str]) -> Tuple[D
     except DatasetError:
         return dict(configs), None
     auto = choose(profile, configs["train"], fixed)
+    if echo is not None:  # not every field was given, so the rule chose at least one
+        echo(auto.line())
     result = dict(configs)
     result["train"] = auto.train
     return result, auto
 
 
 def rules_table() -> str:
-    """The rule table as Markdown (what ``edgetl rules`` prints and docs/benchmarks.md carries)."""
+    """The rule table as Markdown, with each rule's evidence (what ``edgetl rules`` prints)."""
     lines = ["| rule | when | training | measured |", "|---|---|---|---|"]
     lines += [f"| `{r.name}` | {r.when} | {r.describe} | {r.evidence} |" for r in RULES]
     return "\n".join(lines)

@@ -139,9 +139,7 @@ def _train_configs(ctx: click.Context, recipe: Optional[str], extra_flags=None):
     from edgetl.recipe import recipe_fields
 
     given = recipe_fields(recipe) | {".".join(_TRAIN_FLAGS[name]) for name in typed if name in _TRAIN_FLAGS}
-    configs, auto = adapt_configs(configs, given)
-    if auto is not None and auto.chosen:
-        click.echo(auto.line())
+    configs, _ = adapt_configs(configs, given, echo=click.echo)
     return configs
 
 

@@ -546,9 +546,7 @@ def run(data: str, out: Optional[str] = None, recipe: Optional[str] = None,
     sections.setdefault("data", {})["path"] = str(data)
     configs = apply_overrides(load_recipe(recipe), sections)
     given = recipe_fields(recipe) | {f"{name}.{field}" for name, values in sections.items() for field in values}
-    configs, auto = adapt_configs(configs, given)
-    if auto is not None and auto.chosen:
-        echo(auto.line())
+    configs, _ = adapt_configs(configs, given, echo=echo)
     return run_configs(configs, out or f"runs/{configs['model'].backbone}", fresh=fresh, echo=echo, progress=progress)
 
 
