@@ -136,7 +136,7 @@ def load_splits(config: DataConfig, progress: bool = True, store: Optional[Image
     scan decodes a small draft of each file only to validate it.
     """
     if store is not None:
-        return _load_data(config, store, progress)[0]
+        return load_data(config, store, progress)[0]
     train_folder = scan_folder(config.path, min_images_per_class=config.min_images_per_class, progress=progress)
     if config.val_path:
         val_folder = scan_folder(config.val_path, class_names=train_folder.class_names, min_images_per_class=1, progress=progress)
@@ -149,7 +149,7 @@ def _split(config: DataConfig, train_folder: ImageFolder) -> Splits:
     return Splits(dataclasses.replace(splits.train, skipped=train_folder.skipped), splits.val)
 
 
-def _load_data(config: DataConfig, store: ImageStore, progress: bool) -> Tuple[Splits, DataIdentity]:
+def load_data(config: DataConfig, store: ImageStore, progress: bool) -> Tuple[Splits, DataIdentity]:
     """The split, with every image in ``store``, and the identity of the folder(s) (as ``current_identity``)."""
     train_candidates = scan_candidates(config.path)
     folders = [train_candidates]
@@ -287,7 +287,7 @@ def feature_views(data: DataConfig, config: TrainConfig) -> Tuple[int, ...]:
     return views[:config.feature_views] if config.feature_views else views
 
 
-def _extract_features(model, dataset, cache_file: Path, count: int, echo, steps: int = 0, progress: bool = True,
+def extract_features(model, dataset, cache_file: Path, count: int, echo, steps: int = 0, progress: bool = True,
                       what: str = "") -> np.ndarray:
     """Pooled backbone features of un-augmented images, cached on disk for resumes (N x channels float32)."""
     if cache_file.is_file():
@@ -318,11 +318,11 @@ def _train_head(model, splits, datasets, data: DataConfig, config: TrainConfig, 
         # Each view is a fixed flip or 90-degree rotation of every training image: the only augmentation
         # features computed once can carry. The validation split stays as it is, as the device will see it.
         train_features = np.concatenate([
-            _extract_features(local, view_dataset(view), work.features("train", view), len(splits.train), echo, steps,
+            extract_features(local, view_dataset(view), work.features("train", view), len(splits.train), echo, steps,
                               progress, f" (view {position + 1} of {len(views)})" if len(views) > 1 else "")
             for position, view in enumerate(views)])
         train_labels = np.tile(np.asarray(splits.train.labels), len(views))
-        val_features = _extract_features(local, datasets["val"], work.features("val"), len(splits.val),
+        val_features = extract_features(local, datasets["val"], work.features("val"), len(splits.val),
                                          echo, -(-len(splits.val) // data.batch_size), progress)
         trainable = head_lib.head_model(model)
         trainable.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -485,7 +485,7 @@ def _train(data: DataConfig, model: ModelConfig, train_config: TrainConfig, path
     for folder in (work.root, work.checkpoints, work.logs, work.plots):
         folder.mkdir(parents=True, exist_ok=True)
     store = ImageStore(store_folder(work.root, size), size, echo=echo)
-    splits, identity = _load_data(data, store, progress=progress)
+    splits, identity = load_data(data, store, progress=progress)
     echo(splits.train.summary() if not data.val_path else f"{splits.train.summary()}\n{splits.val.summary()}")
     echo(f"split: {len(splits.train)} train / {len(splits.val)} val images (seed {data.seed})")
     small = split_size_note(len(splits.val), splits.val.counts())
