@@ -44,6 +44,9 @@ _LAZY = {
     "run": ("edgetl.workflow", "run"),
     "RunResult": ("edgetl.workflow", "RunResult"),
     "ReportConfig": ("edgetl.config", "ReportConfig"),
+    "TuneConfig": ("edgetl.config", "TuneConfig"),
+    "tune_recipe": ("edgetl.tune", "tune"),
+    "TuneResult": ("edgetl.tune", "TuneResult"),
     "build_report": ("edgetl.report", "build_report"),
     "backbone_cost": ("edgetl.model.head", "backbone_cost"),
 }

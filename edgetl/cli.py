@@ -116,7 +116,7 @@ def _train_configs(ctx: click.Context, recipe: Optional[str], extra_flags=None):
 
     params = ctx.params
     typed = {name for name in params if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
-    overrides = {"data": {"path": params["data"]}, "model": {}, "train": {}, "qat": {}, "export": {}, "report": {}}
+    overrides = {"data": {"path": params["data"]}, "model": {}, "train": {}, "tune": {}, "qat": {}, "export": {}, "report": {}}
     for name, (section, field) in _TRAIN_FLAGS.items():
         if name in typed or recipe is None:
             overrides[section][field] = params[name]
@@ -252,7 +252,18 @@ _RUN_FLAGS = {
     "bench_threads": ("report", "threads"), "bench_seconds": ("report", "bench_seconds"), "bench_runs": ("report", "bench_runs"),
     "bench_rounds": ("report", "bench_rounds"),
     "max_drop": ("report", "max_drop"), "prefer": ("report", "prefer"),
+    "tune": ("tune", "enabled"), "tune_budget": ("tune", "budget"), "tune_trials": ("tune", "max_trials"),
 }
+
+
+def _duration_option(ctx, param, value):
+    from edgetl.config import parse_duration
+    from edgetl.errors import ConfigError
+
+    try:
+        return parse_duration(value)
+    except ConfigError as e:
+        raise click.BadParameter(str(e)) from None
 
 
 @main.command("run")
@@ -279,6 +290,14 @@ _RUN_FLAGS = {
               help="Recommend only files within this many accuracy points of the Keras float model.")
 @click.option("--prefer", type=click.Choice(["latency", "size"]), default="latency", show_default=True,
               help="Among those files, recommend the fastest (p50) or the smallest.")
+@click.option("--tune", is_flag=True,
+              help="Before training, search the recipe on the validation split (Optuna): head learning rate, then "
+                   "fine-tuning depth, peak learning rate, warm-up and 90-degree rotations. The run then trains with "
+                   "the best trial's recipe and writes it to RUN/config.yaml; the report lists every trial.")
+@click.option("--tune-budget", default="30m", show_default=True, metavar="DURATION", callback=_duration_option,
+              help="Wall time of the search, decode included: 30m, 1h, 90s or seconds. Giving it turns --tune on.")
+@click.option("--tune-trials", type=int, default=0, show_default=True,
+              help="Fine-tuning trials at most (0 = as many as the budget allows).")
 @click.option("--out", "out", type=click.Path(file_okay=False), default=None,
               help="Run directory. Default: runs/<backbone>. Re-running skips finished stages.")
 @click.option("--fresh", is_flag=True,
@@ -304,6 +323,8 @@ def run_command(recipe, out, fresh, no_progress, **_):
       edgetl run data/flowers --backbone mobilenet_v3_small_minimalistic --variants int8,qat-int8 --edgetpu
       # the same run again, another rule: only the report is rebuilt
       edgetl run data/flowers --recipe runs/flowers/config.yaml --out runs/flowers --max-drop 0.5 --prefer size
+      # search the training recipe for 30 minutes first, then train, quantize and export with the best one
+      edgetl run data/flowers --tune --tune-budget 30m --out runs/flowers-tuned
     """
     from edgetl.export.variants import parse_variants
 
@@ -312,6 +333,10 @@ def run_command(recipe, out, fresh, no_progress, **_):
     params["variants"] = parse_variants(params["variants"])
     params["bench_threads"] = _int_list(params["bench_threads"], "--bench-threads")
     configs = _train_configs(ctx, recipe, _RUN_FLAGS)
+    if ctx.get_parameter_source("tune_budget") == click.core.ParameterSource.COMMANDLINE and not configs["tune"].enabled:
+        import dataclasses
+
+        configs["tune"] = dataclasses.replace(configs["tune"], enabled=True)
     if not params["variants"]:
         raise click.BadParameter("give at least one variant, e.g. int8", param_hint="--variants")
     from edgetl.workflow import run_configs

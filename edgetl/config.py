@@ -424,6 +424,58 @@ class ExportConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class TuneConfig:
+    """``edgetl run --tune``: a search of the training recipe on the validation split (``edgetl.tune``).
+
+    Attributes:
+      enabled: search before training; the run then trains with the best
+        trial's recipe and writes it to RUN/config.yaml.
+      budget: wall-clock seconds for the whole search, the decode and the
+        backbone features included (``--tune-budget 30m``). A trial still
+        running at the deadline is stopped and does not compete.
+      max_trials: fine-tuning trials at most; 0 = as many as the budget allows.
+      head_trials: stage-1 trials on the cached backbone features (seconds
+        each); 0 keeps the head's learning rate as given.
+    """
+
+    enabled: bool = False
+    budget: float = 1800.0
+    max_trials: int = 0
+    head_trials: int = 8
+
+    def __post_init__(self):
+        if not isinstance(self.enabled, bool):
+            raise ConfigError(f"`tune.enabled` must be true or false, got {self.enabled!r}.")
+        _check_range("tune.budget", self.budget, 0.0, 7 * 24 * 3600.0, low_open=True)
+        _check_range("tune.max_trials", self.max_trials, 0, 100000)
+        _check_range("tune.head_trials", self.head_trials, 0, 1000)
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def parse_duration(text: Any) -> float:
+    """Seconds in a duration such as ``'30m'``, ``'1h'``, ``'90s'``, ``'1h30m'`` or ``'600'`` (seconds).
+
+    Raises:
+      ConfigError: not a positive duration, with the accepted forms.
+    """
+    import re
+
+    value = str(text).strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", value):
+        seconds = float(value)
+    else:
+        parts = re.findall(r"(\d+(?:\.\d+)?)\s*([hms])", value)
+        if not parts or re.sub(r"\s*(\d+(?:\.\d+)?)\s*[hms]", "", value):
+            raise ConfigError(f"Duration {text!r} is not valid; use seconds (600) or units h/m/s, e.g. 30m, 1h, 1h30m, 90s.")
+        seconds = sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
+    if seconds <= 0:
+        raise ConfigError(f"Duration {text!r} must be more than 0 seconds, e.g. 30m.")
+    return seconds
+
+
+@dataclasses.dataclass(frozen=True)
 class ReportConfig:
     """How ``edgetl run`` measures the exported files and picks the one to ship (stage `report`).
 

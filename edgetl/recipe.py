@@ -1,4 +1,4 @@
-"""YAML recipes: a file of per-stage sections (data, model, train, qat, export, report) -> config objects (no TensorFlow).
+"""YAML recipes: a file of per-stage sections (data, model, train, tune, qat, export, report) -> config objects (no TensorFlow).
 
 A recipe sets defaults; flags given on the command line override it. A run's own
 ``config.yaml`` is a valid recipe, so any run can be repeated exactly.
@@ -9,11 +9,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Dict, Mapping, Optional, Set
 
-from edgetl.config import DataConfig, ExportConfig, ModelConfig, QATConfig, ReportConfig, TrainConfig, from_dict, load_yaml
+from edgetl.config import (DataConfig, ExportConfig, ModelConfig, QATConfig, ReportConfig, TrainConfig, TuneConfig, from_dict,
+                           load_yaml)
 from edgetl.errors import ConfigError, suggest
 
-SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "qat": QATConfig, "export": ExportConfig,
-           "report": ReportConfig}
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "tune": TuneConfig, "qat": QATConfig,
+            "export": ExportConfig, "report": ReportConfig}
 # Keys a run's config.yaml carries that are records, not settings.
 INFORMATIONAL_KEYS = ("edgetl_version",)
 

@@ -125,6 +125,9 @@ class Report:
         (post-training quantization) file on the same validation images
         (``PairedComparison`` fields plus ``qat_accuracy``/``ptq_accuracy``);
         None unless both files were evaluated with per-image predictions.
+      tuning: the ``--tune`` search that chose the training recipe
+        (``summary``, ``headers``, ``rows``: one per trial, the winner marked
+        ``*``); None when the run was not tuned.
     """
 
     run_dir: str
@@ -146,6 +149,7 @@ class Report:
     float_accuracy_ci: Optional[Tuple[float, float]] = None
     notes: List[str] = dataclasses.field(default_factory=list)
     qat_vs_ptq: Optional[Dict[str, Any]] = None
+    tuning: Optional[Dict[str, Any]] = None
 
     def row(self, variant: str) -> VariantRow:
         """The row of ``variant``; KeyError when it was not exported."""
@@ -187,6 +191,8 @@ class Report:
                  f"Recommended: {self.recommended or '-'} ({self.reason})"]
         if self.qat_vs_ptq:
             lines.append(self.qat_verdict())
+        if self.tuning:
+            lines.append(f"Recipe search (--tune): {self.tuning['summary']}; trials in {RunPaths.of(self.run_dir).tune}")
         lines.extend(f"note: {note}" for note in self.notes)
         lines.extend(f"WARNING: {warning}" for warning in self.warnings)
         lines.append(f"Report: {RunPaths.of(self.run_dir).report_md} (+ .json, .csv, plots/)")
@@ -225,6 +231,15 @@ class Report:
             lines += ["Notes:", ""] + [f"- {note}" for note in self.notes] + [""]
         if self.warnings:
             lines += ["Warnings:", ""] + [f"- {w}" for w in self.warnings] + [""]
+        if self.tuning:
+            lines += ["## Recipe search (--tune)", "",
+                      f"{self.tuning['summary']}. Each trial's figure is its best epoch's validation accuracy "
+                      "(the images of the table above); `*` marks the recipe the run trained with, "
+                      "which RUN/config.yaml repeats without a search.", "",
+                      "| " + " | ".join(self.tuning["headers"]) + " |",
+                      "|" + "|".join("---" for _ in self.tuning["headers"]) + "|"]
+            lines += ["| " + " | ".join("-" if c is None else str(c) for c in row) + " |" for row in self.tuning["rows"]]
+            lines.append("")
         if self.sweep:
             lines += ["## Latency by thread count", "",
                       "| file | threads | p50 ms | p90 ms | mean ms | runs | rounds | noise | init ms |",
@@ -527,8 +542,18 @@ def build_report(run_dir: Union[str, Path], config: ReportConfig = ReportConfig(
         float_accuracy=float_accuracy, qat_accuracy=(qat_result or {}).get("qat_accuracy"),
         val_images=val_images or len(record.val), rows=rows, recommended=recommended, reason=reason,
         rule={"max_drop": config.max_drop, "prefer": config.prefer}, sweep=sweep, host=host, versions=all_versions,
-        warnings=warnings, float_accuracy_ci=float_ci, notes=notes, qat_vs_ptq=qat_vs_ptq,
+        warnings=warnings, float_accuracy_ci=float_ci, notes=notes, qat_vs_ptq=qat_vs_ptq, tuning=_tuning(paths),
     )
+
+
+def _tuning(paths: RunPaths) -> Optional[Dict[str, Any]]:
+    """The ``--tune`` search's trials table, when the run was tuned (RUN/tune/result.json)."""
+    from edgetl.tune import load_result
+
+    result = load_result(paths.root)
+    if result is None:
+        return None
+    return {"summary": result.summary(), "headers": list(result.HEADERS), "rows": result.table_rows()}
 
 
 def _qat_against_ptq(rows: Sequence[VariantRow], predictions_of: Dict[str, List[int]],

@@ -31,7 +31,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from edgetl import __version__
 from edgetl._atomic import file_sha256, write_json, write_text
-from edgetl.config import DataConfig, ExportConfig, ModelConfig, QATConfig, ReportConfig, TrainConfig, dump_yaml, to_dict
+from edgetl.config import (DataConfig, ExportConfig, ModelConfig, QATConfig, ReportConfig, TrainConfig, TuneConfig, dump_yaml,
+                           to_dict)
 from edgetl.errors import ConfigError, RunDirError
 from edgetl.report import Report, build_report, write_report
 from edgetl.run_dir import RunPaths
@@ -106,6 +107,9 @@ def check_plan(configs: Mapping[str, Any]) -> List[str]:
     if train.epochs == 0 and (train.fine_tune_epochs == 0 or train.fine_tune_layers == 0):
         raise ConfigError("train.epochs is 0 and fine-tuning is off: nothing would be trained. "
                           "Set --epochs (head) or --fine-tune-epochs with --fine-tune-layers.")
+    if getattr(configs.get("tune"), "enabled", False) and train.strategy == "multiworker":
+        raise ConfigError("--tune runs its trials on one machine and --strategy multiworker trains on several: "
+                          "tune first (without multiworker), then train with the run's config.yaml as --recipe.")
     variants = [get_variant(name) for name in export.variants]
     if export.edgetpu and not any(v.edgetpu_compatible for v in variants):
         compatible = [name for name, variant in VARIANTS.items() if variant.edgetpu_compatible]
@@ -253,6 +257,94 @@ class Stage:
     def after(self, run: RunContext) -> None:
         """Called once the stage ran or was skipped, before the next stage."""
 
+    def check(self, run: RunContext) -> None:
+        """Refuses the run before any work starts (called on the first stage that is on)."""
+
+
+def _data_unchanged(run: RunContext, stage: str, done: str, again: str) -> bool:
+    """Whether the folder's identity is the one ``stage`` recorded in run.json; says what changed when not."""
+    from edgetl.data.identity import current_identity, describe_changes, recorded_identity
+    from edgetl.model.registry import get
+
+    model_config: ModelConfig = run.configs["model"]
+    size = get(model_config.backbone).resolve_size(model_config.size)
+    identity = current_identity(run.configs["data"].path, run.configs["data"].val_path, str(run.paths.root), size)
+    if run.state.get(stage).get("data") == identity.key:
+        return True
+    run.echo(f"data changed since {run.paths.root} was {done}: "
+             f"{describe_changes(recorded_identity(run.paths), identity)}. {again} again, and every stage after it.")
+    return False
+
+
+class TuneStage(Stage):
+    """``--tune``: searches the training recipe, then hands the best one to the training stage (``edgetl.tune``)."""
+
+    name = "tune"
+
+    def off(self, run):
+        if run.configs["tune"].enabled:
+            return None
+        return "not asked", "off (--tune searches the training recipe first)"
+
+    def key(self, run):
+        # The recipe as given (before the search replaces it): the search's own starting point.
+        return _key(*(to_dict(run.configs[name]) for name in ("data", "model", "train", "tune")))
+
+    def check(self, run):
+        previous = run.state.get(self.name).get("key")
+        if (not run.fresh and run.state.get(TrainStage.name).get("key") and TrainStage._files_ok(run.paths)
+                and previous != self.key(run)):
+            how = "other tuning or training settings" if previous else "other settings, without --tune"
+            raise ConfigError(f"Run directory '{run.paths.root}' was trained with {how} (see {run.paths.config}). "
+                              f"Pass --fresh to start over there, or choose another --out.")
+
+    def outputs_ok(self, run):
+        from edgetl.tune import load_result
+
+        return load_result(run.paths.root) is not None and _data_unchanged(run, self.name, "tuned", "Tuning")
+
+    def skipped(self, run):
+        from edgetl.tune import load_result
+
+        result = load_result(run.paths.root)
+        best = "-" if result.best_accuracy is None else f"{result.best_accuracy:.2%}"
+        return (f"best val accuracy {best} of {len(result.trials)} trials (already tuned)",
+                f"skipped, {run.paths.tune_result} is there")
+
+    def describe(self, run):
+        from edgetl.data.folder import check_layout
+        from edgetl.tune import _duration
+
+        data_config: DataConfig = run.configs["data"]
+        check_layout(data_config.path, data_config.val_path, data_config.min_images_per_class)
+        return f"searching the training recipe for {_duration(run.configs['tune'].budget)} on the validation split"
+
+    def run(self, run):
+        from edgetl.data.identity import current_identity
+        from edgetl.tune import tune
+
+        data_config, model_config = run.configs["data"], run.configs["model"]
+        result = tune(data_config, model_config, run.configs["train"], str(run.paths.root), run.configs["tune"],
+                      echo=run.echo, progress=run.progress)
+        from edgetl.model.registry import get
+
+        size = get(model_config.backbone).resolve_size(model_config.size)
+        identity = current_identity(data_config.path, data_config.val_path, str(run.paths.root), size)
+        best = "-" if result.best_accuracy is None else f"{result.best_accuracy:.2%}"
+        given = "-" if result.given_accuracy is None else f"{result.given_accuracy:.2%}"
+        return f"best val accuracy {best} of {len(result.trials)} trials (given recipe {given})", {"data": identity.key}
+
+    def after(self, run):
+        if not run.configs["tune"].enabled:
+            return
+        from edgetl.tune import load_result
+
+        result = load_result(run.paths.root)
+        if result is not None:
+            # The training stage (its key, its config.yaml) sees the best recipe, so the run repeats without a search.
+            run.configs["train"] = result.train
+            run.configs["data"] = dataclasses.replace(run.configs["data"], augment=result.augment)
+
 
 class TrainStage(Stage):
     name = "train"
@@ -275,19 +367,7 @@ class TrainStage(Stage):
         return paths.model.is_file() and paths.train_result.is_file() and paths.dataset.is_file()
 
     def outputs_ok(self, run):
-        if not self._files_ok(run.paths):
-            return False
-        from edgetl.data.identity import current_identity, describe_changes, recorded_identity
-        from edgetl.model.registry import get
-
-        model_config: ModelConfig = run.configs["model"]
-        size = get(model_config.backbone).resolve_size(model_config.size)
-        identity = current_identity(run.configs["data"].path, run.configs["data"].val_path, str(run.paths.root), size)
-        if run.state.get(self.name).get("data") == identity.key:
-            return True
-        run.echo(f"data changed since {run.paths.root} was trained: "
-                 f"{describe_changes(recorded_identity(run.paths), identity)}. Training again, and every stage after it.")
-        return False
+        return self._files_ok(run.paths) and _data_unchanged(run, self.name, "trained", "Training")
 
     def skipped(self, run):
         train_result = json.loads(run.paths.train_result.read_text(encoding="utf-8"))
@@ -488,7 +568,7 @@ class ReportStage(Stage):
         return f"recommended: {report.recommended}", {}
 
 
-STAGES: Tuple[Stage, ...] = (TrainStage(), QATStage(), ExportStage(), EvalStage(), BenchStage(), ReportStage())
+STAGES: Tuple[Stage, ...] = (TuneStage(), TrainStage(), QATStage(), ExportStage(), EvalStage(), BenchStage(), ReportStage())
 STAGE_NAMES: Tuple[str, ...] = tuple(stage.name for stage in STAGES)
 
 
@@ -554,7 +634,7 @@ def run_configs(configs: Mapping[str, Any], out: str, fresh: bool = False, echo:
                 progress: bool = True) -> RunResult:
     """``run`` with ready config objects: ``{data, model, train, qat, export, report}`` (missing ones default)."""
     configs = dict(configs)
-    defaults = {"data": DataConfig(), "model": ModelConfig(), "train": TrainConfig(), "qat": QATConfig(),
+    defaults = {"data": DataConfig(), "model": ModelConfig(), "train": TrainConfig(), "tune": TuneConfig(), "qat": QATConfig(),
                 "export": ExportConfig(), "report": ReportConfig()}
     for name, value in defaults.items():
         configs.setdefault(name, value)
@@ -569,13 +649,13 @@ def run_configs(configs: Mapping[str, Any], out: str, fresh: bool = False, echo:
 
     role = worker_role(configs["train"].strategy)
     if fresh and role.chief:
-        for stale in (paths.qat, paths.export, paths.eval, paths.bench):
+        for stale in (paths.tune, paths.qat, paths.export, paths.eval, paths.bench):
             shutil.rmtree(stale, ignore_errors=True)
         # An old report must not describe files that are gone if this run stops before its own report.
         for stale_file in (paths.state, paths.report_md, paths.report_json, paths.report_csv):
             stale_file.unlink(missing_ok=True)
     run = RunContext(configs, paths, _State(paths), role, fresh, echo, progress)
-    STAGES[0].check(run)
+    next(stage for stage in STAGES if stage.off(run) is None).check(run)
     total = len(STAGES)
     for index, stage in enumerate(STAGES, 1):
         if not (role.chief or stage.every_worker):

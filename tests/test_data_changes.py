@@ -39,7 +39,8 @@ def _run(data: Path, out: Path):
 
 
 def _stage(output: str, index: int, name: str) -> str:
-    return next(line for line in output.splitlines() if line.startswith(f"[{index}/6] {name}:"))
+    """The header line of stage ``name``, ``index`` among train..report (after the tune stage, off here)."""
+    return next(line for line in output.splitlines() if line.startswith(f"[{index + 1}/7] {name}:"))
 
 
 def _store_index(out: Path) -> dict:

@@ -211,7 +211,8 @@ def test_run_end_to_end_then_skips_finished_stages(tmp_path):
     again = runner.invoke(main, ["run", str(data), "--out", str(out), *FAST])
     assert again.exit_code == 0, again.output
     for stage in ("train", "qat", "export", "eval", "bench"):
-        assert f"[{'train qat export eval bench'.split().index(stage) + 1}/6] {stage}: skipped" in again.output
+        assert f"[{'tune train qat export eval bench'.split().index(stage) + 1}/7] {stage}: skipped" in again.output
+    assert "[1/7] tune: off" in again.output
     assert time.perf_counter() - started < 15
     assert stamps == {p.name: p.stat().st_mtime_ns for p in (out / "export").glob("*.tflite")}
 
@@ -219,7 +220,7 @@ def test_run_end_to_end_then_skips_finished_stages(tmp_path):
     (out / "bench" / "bench.json").write_text("{ truncated")
     third = runner.invoke(main, ["run", str(data), "--out", str(out), *FAST, "--prefer", "size", "--max-drop", "100"])
     assert third.exit_code == 0, third.output
-    assert "[4/6] eval: skipped" in third.output and "[5/6] bench: skipped" not in third.output
+    assert "[5/7] eval: skipped" in third.output and "[6/7] bench: skipped" not in third.output
     report = json.loads((out / "report.json").read_text())
     smallest = min(report["rows"], key=lambda r: r["size_bytes"])
     assert report["recommended"] == smallest["variant"] and report["rule"] == {"max_drop": 100.0, "prefer": "size"}
