@@ -175,9 +175,11 @@ def _train_options(func):
         click.option("--dropout", type=float, default=0.2, show_default=True, help="Dropout before the classifier."),
         click.option("--hidden-units", type=int, default=0, show_default=True, help="Optional hidden Dense+ReLU layer in the head."),
         click.option("--no-augment", is_flag=True, help="Turn off training augmentation (flip, rotation, zoom, contrast)."),
-        click.option("--orientation", type=click.Choice(["upright", "any"]), default=None,
+        click.option("--orientation", type=click.Choice(["auto", "upright", "any"]), default=None,
                      help="'any' when objects are photographed in any orientation (from above, on a table): 90-degree "
-                          "rotations and vertical flips then augment training too. Default: upright."),
+                          "rotations and vertical flips then augment training too; 'upright' when the photos have a "
+                          "natural up. Default: auto, decided from the data before stage 1 (a head trained with "
+                          "90-degree turned copies against one without, on the validation split)."),
         click.option("--feature-views", type=click.IntRange(0, 8), default=1, show_default=True,
                      help="Stage 1: fixed flipped/rotated views of each image the head trains on (1 = the images "
                           "as they are, 0 = every view the augmentation allows: 2 upright, 8 with --orientation any); "

@@ -39,10 +39,14 @@ class AugmentConfig:
       enabled: master switch; False turns every augmentation off.
       flip: random horizontal flips (and vertical ones with orientation 'any').
       orientation: 'upright' when the photos have a natural up (people,
-        scenes, animals: a rotated photo is a different picture); 'any' when
+        scenes: a rotated photo is a different picture); 'any' when
         objects are photographed in any orientation (from above, on a table,
         under a microscope, TrashNet's waste): 90-degree rotations and vertical
-        flips keep the label too.
+        flips keep the label too; 'auto' (the default) lets the training stage
+        decide from the data before stage 1 (``edgetl.orientation``: a head
+        trained with 90-degree turned copies against one without, on the
+        validation split). Where nothing decided it (QAT, a run without stage
+        1 on cached features), 'auto' acts as 'upright'.
       rotation: maximum rotation as a fraction of a full turn (0.1 = +-36 degrees).
       zoom: maximum zoom in/out as a fraction of the side.
       contrast: maximum contrast change as a fraction.
@@ -50,7 +54,7 @@ class AugmentConfig:
 
     enabled: bool = True
     flip: bool = True
-    orientation: str = "upright"
+    orientation: str = "auto"
     rotation: float = 0.05
     zoom: float = 0.1
     contrast: float = 0.1
@@ -73,7 +77,7 @@ class AugmentConfig:
         return (0, 1) if self.flip else (0,)
 
 
-ORIENTATIONS = ("upright", "any")
+ORIENTATIONS = ("auto", "upright", "any")
 
 
 @dataclasses.dataclass(frozen=True)

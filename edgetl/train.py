@@ -97,6 +97,8 @@ class TrainResult:
     resumed: bool
     skipped_files: int
     val_predictions: List[int] = dataclasses.field(default_factory=list)
+    orientation: str = ""
+    orientation_test: Optional[Dict[str, object]] = None
 
     def summary(self) -> str:
         """A short human-readable report."""
@@ -392,6 +394,56 @@ def _fine_tune(model, datasets, config: TrainConfig, paths: RunPaths, work: RunP
     return False
 
 
+def _resolve_orientation(data: DataConfig, config: TrainConfig, classifier, store: ImageStore, splits: Splits,
+                         train_rows, val_rows, work: RunPaths, state: Dict[str, object], role: WorkerRole,
+                         weights_by_class, echo, progress: bool) -> Tuple[DataConfig, Optional[Dict[str, object]]]:
+    """``data`` with ``augment.orientation`` 'auto' replaced by what ``edgetl.orientation`` measures.
+
+    The decision is kept in the checkpoints' state, so a resumed run fine-tunes
+    with the augmentation it started with. Returns the test's figures (None when no test ran).
+    """
+    from edgetl.orientation import ROTATE_90, choose_orientation, probe_rows
+
+    augment = data.augment
+    if not augment.enabled or augment.orientation != "auto":
+        return data, None
+
+    def resolved(orientation: str) -> DataConfig:
+        return dataclasses.replace(data, augment=dataclasses.replace(augment, orientation=orientation))
+
+    if state.get("orientation") in ("upright", "any"):
+        echo(f"orientation from the data: {state['orientation']} (decided when this run's training started)")
+        return resolved(str(state["orientation"])), None
+    fine_tunes = config.fine_tune_epochs > 0 and config.fine_tune_layers != 0
+    if not fine_tunes and config.feature_views == 1:
+        return resolved("upright"), None  # no augmentation is applied: nothing to decide
+    if not config.cache_features or config.epochs == 0 or role.workers > 1:
+        echo("note: --orientation auto is decided on cached stage-1 features on one machine; this run has none "
+             "(--no-cache-features, --epochs 0 or several workers), so the photos are taken as upright. Pass "
+             "--orientation any when objects are photographed in any orientation.")
+        return resolved("upright"), None
+    batch = data.batch_size
+    labels = np.asarray(splits.train.labels)
+    extractor = head_lib.feature_extractor(classifier)
+    features = extract_features(extractor, store_dataset(store, train_rows, labels, batch), work.features("train"),
+                                len(splits.train), echo, -(-len(splits.train) // batch), progress)
+    val_labels = np.asarray(splits.val.labels)
+    val_features = extract_features(extractor, store_dataset(store, val_rows, val_labels, batch), work.features("val"),
+                                    len(splits.val), echo, -(-len(splits.val) // batch), progress)
+    sample = probe_rows(len(splits.train), data.seed)
+    turned = _predict_batches(extractor, store_dataset(store, np.asarray(train_rows)[sample], labels[sample], batch,
+                                                       view=ROTATE_90),
+                              -(-len(sample) // batch), "turned copies (orientation test)", progress)
+    choice = choose_orientation(head_lib.head_model(classifier), features[sample], turned, labels[sample], val_features,
+                                val_labels, config.epochs, config.learning_rate, batch, config.seed,
+                                config.early_stopping_patience, weights_by_class or None)
+    keras.utils.set_random_seed(config.seed)  # stage 1 starts from the same random state as without the test
+    echo(choice.line())
+    state["orientation"] = choice.orientation
+    _write_state(work, state)
+    return resolved(choice.orientation), dataclasses.asdict(choice)
+
+
 def _read_state(paths: RunPaths) -> Dict[str, object]:
     state_file = paths.train_state
     try:
@@ -538,6 +590,11 @@ def _train(data: DataConfig, model: ModelConfig, train_config: TrainConfig, path
     }
     with strategy.scope():
         classifier = head_lib.build_classifier(model, len(splits.class_names))
+    data, orientation_test = _resolve_orientation(data, train_config, classifier, store, splits, train_rows, val_rows,
+                                                  work, state, role, weights_by_class, echo, progress)
+    if data.augment.orientation == "any":
+        datasets["train"] = store_dataset(store, train_rows, splits.train.labels, data.batch_size, shuffle=True,
+                                          seed=data.seed, augment=data.augment, shard_policy=shard)
 
     stage_seconds: Dict[str, float] = {}
     # Written to this worker's folder; read back from the chief's when a stage is skipped, so every
@@ -598,6 +655,8 @@ def _train(data: DataConfig, model: ModelConfig, train_config: TrainConfig, path
         confusion_matrix=metrics.confusion_matrix, history=history, stage_seconds=stage_seconds,
         weights=resolved.weights or "none", resumed=resumed, skipped_files=len(_all_skipped(splits)),
         val_predictions=[int(v) for v in np.argmax(scores, axis=1)],
+        orientation=data.augment.orientation if data.augment.enabled else "",
+        orientation_test=orientation_test,
     )
     write_json(work.train_result, dataclasses.asdict(result))
     return result

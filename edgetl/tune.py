@@ -14,11 +14,17 @@ phases that mirror the two training stages:
    docs/benchmarks.md ("Defaults that adapt to the data"): how many backbone
    layers to unfreeze, the peak learning rate, a warm-up epoch, and whether
    the photos may be rotated by 90 degrees (``augment.orientation``). A trial
-   whose validation accuracy after an epoch is below the median of earlier
-   trials at that epoch is stopped (Optuna's MedianPruner).
+   whose validation accuracy after an epoch (past the first third of them) is
+   below the median of earlier trials at that epoch is stopped (Optuna's
+   MedianPruner).
 
 The first trial of each phase is the recipe as given (the rules' choice for
-this folder, ``edgetl.auto_recipe``, or the user's values), so the search
+this folder, ``edgetl.auto_recipe``, or the user's values; the search varies
+the fields above whoever set them), and the second fine-tuning trial is the
+same recipe under the other orientation: whether the photos have a natural
+up is the one knob no rule can read from file names, and the one that moved
+TrashNet most (the rules' recipe: 90.52 % upright, 92.35 % with 90-degree
+rotations; docs/benchmarks.md). So the search
 returns the given recipe unless a trial beats it. The value of a trial is its
 best epoch's validation accuracy (ties keep the earlier trial), the same
 figure the training stage selects its checkpoint by; on a small validation
@@ -68,7 +74,9 @@ class Trial:
       params: the values tried, by config field ('augment.orientation' for the augmentation).
       accuracy: best validation accuracy over its epochs (fraction), None when
         no epoch finished.
-      best_epoch: the epoch (from 1) that reached it.
+      best_epoch: the epoch (from 1) that reached it; 0 for a fine-tuning
+        trial none of whose epochs beat the head (its figure is then the
+        head's, as the training stage would keep the head's weights).
       epochs: epochs it ran.
       state: 'complete', 'pruned' (below the median of earlier trials after
         an epoch) or 'budget' (stopped at the deadline; does not compete).
@@ -145,7 +153,8 @@ class TuneResult:
         for t in self.trials:
             mark = " *" if best is not None and t.number == best.number else (" (given)" if t.given else "")
             params = ", ".join(f"{k}={_short(v)}" for k, v in t.params.items())
-            rows.append([f"{t.number}{mark}", t.phase, params, _pct(t.accuracy), t.best_epoch or "-", t.epochs, t.state,
+            best_epoch = t.best_epoch or ("head" if t.phase == "fine_tune" and t.accuracy is not None else "-")
+            rows.append([f"{t.number}{mark}", t.phase, params, _pct(t.accuracy), best_epoch, t.epochs, t.state,
                          round(t.seconds)])
         return rows
 
@@ -260,7 +269,8 @@ def tune(data: DataConfig, model: ModelConfig, train_config: TrainConfig, out: s
     def record(trial: Trial) -> None:
         trials.append(trial)
         params = ", ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
-        where = f" at epoch {trial.best_epoch}" if trial.best_epoch else ""
+        where = f" at epoch {trial.best_epoch}" if trial.best_epoch else (" (the head's: no epoch beat it)"
+                                                                          if trial.phase == "fine_tune" else "")
         echo(f"  trial {trial.number} ({trial.phase}{', as given' if trial.given else ''}): {params} -> "
              f"{_pct(trial.accuracy)}{where}, {trial.state}, {trial.seconds:.0f} s")
         tick()
@@ -273,6 +283,23 @@ def tune(data: DataConfig, model: ModelConfig, train_config: TrainConfig, out: s
         head_lib.feature_extractor(classifier), val_dataset, folder / "features_val.npy", len(val_rows), echo,
         -(-len(val_rows) // batch), progress)
     head = head_lib.head_model(classifier)
+    given_orientation = data.augment.orientation
+    if data.augment.enabled and given_orientation == "auto":
+        # What a run without --tune would do (edgetl.orientation), so that the given recipe is that run's recipe.
+        from edgetl.orientation import ROTATE_90, choose_orientation, probe_rows
+
+        sample = probe_rows(len(train_rows), data.seed)
+        turned = train_lib.extract_features(
+            head_lib.feature_extractor(classifier),
+            store_dataset(store, np.asarray(train_rows)[sample], train_labels[sample], batch, view=ROTATE_90),
+            folder / "features_turned.npy", len(sample), echo, -(-len(sample) // batch), progress)
+        choice = choose_orientation(head, train_features[sample], turned, train_labels[sample], val_features, val_labels,
+                                    train_config.epochs, train_config.learning_rate, batch, train_config.seed,
+                                    train_config.early_stopping_patience, weights_by_class)
+        echo(choice.line())
+        given_orientation = choice.orientation
+    elif not data.augment.enabled:
+        given_orientation = "upright" if given_orientation == "auto" else given_orientation
     initial_head = head.get_weights()
     best_head = {"accuracy": -1.0, "weights": initial_head, "lr": train_config.learning_rate}
 
@@ -319,18 +346,20 @@ def tune(data: DataConfig, model: ModelConfig, train_config: TrainConfig, out: s
     depths = sorted({-1 if layers < 0 or layers >= backbone_size else layers
                      for layers in FINE_TUNE_LAYERS + (train_config.fine_tune_layers,)},
                     key=lambda n: n if n >= 0 else math.inf)
-    orientations = ("upright", "any") if data.augment.enabled else (data.augment.orientation,)
+    orientations = ("upright", "any") if data.augment.enabled else (given_orientation,)
     steps_per_epoch = -(-len(train_rows) // batch)
     train_sets: Dict[str, Any] = {}
     epochs = train_config.fine_tune_epochs
     outcome: Dict[int, Dict[str, Any]] = {}
+    # No warm-up or one epoch of it (the rules' choice), or the given number; always fewer than the epochs.
+    max_warmup = min(max(1, train_config.warmup_epochs), max(epochs - 1, 0))
 
     def fine_tune_objective(trial) -> float:
         started = time.perf_counter()
         given = trial.number == 0
         layers = trial.suggest_categorical("fine_tune_layers", depths)
         lr = trial.suggest_float("fine_tune_learning_rate", *FINE_TUNE_LR, log=True)
-        warmup = trial.suggest_int("warmup_epochs", 0, 1 if epochs > 1 else 0)
+        warmup = trial.suggest_int("warmup_epochs", 0, max_warmup)
         orientation = trial.suggest_categorical("augment.orientation", orientations)
         candidate = dataclasses.replace(train_config, fine_tune_layers=layers, fine_tune_learning_rate=lr,
                                         warmup_epochs=warmup, learning_rate=best_head["lr"])
@@ -354,13 +383,14 @@ def tune(data: DataConfig, model: ModelConfig, train_config: TrainConfig, out: s
         classifier.fit(train_sets[orientation], epochs=epochs, validation_data=val_dataset, class_weight=weights_by_class,
                        callbacks=callbacks, verbose=0)
         state = "budget" if stopper.fired else ("pruned" if pruner.pruned else "complete")
-        # Stage 2 keeps the head-only weights when no epoch beats them, so neither does a trial score lower.
-        accuracy = keeper.accuracy
-        if accuracy is not None and stage1_accuracy is not None and stage1_accuracy > accuracy:
-            accuracy = stage1_accuracy
+        # Stage 2 keeps the head-only weights when no epoch beats them, so neither does a trial score lower
+        # (best epoch 0: the head's).
+        accuracy, best_epoch = keeper.accuracy, keeper.epoch
+        if accuracy is not None and stage1_accuracy is not None and stage1_accuracy >= accuracy:
+            accuracy, best_epoch = stage1_accuracy, 0
         record(Trial(len(trials), "fine_tune", {"fine_tune_layers": layers, "fine_tune_learning_rate": lr,
                                                 "warmup_epochs": warmup, "augment.orientation": orientation},
-                     accuracy, keeper.epoch, keeper.epochs_run, state, time.perf_counter() - started, given=given))
+                     accuracy, best_epoch, keeper.epochs_run, state, time.perf_counter() - started, given=given))
         outcome[trials[-1].number] = {"train": candidate, "augment": augment}
         if state != "complete" or accuracy is None:
             raise optuna.TrialPruned()
@@ -371,12 +401,20 @@ def tune(data: DataConfig, model: ModelConfig, train_config: TrainConfig, out: s
     if epochs > 0 and train_config.fine_tune_layers != 0 and deadline.left > 0:
         study = optuna.create_study(
             direction="maximize", sampler=optuna.samplers.TPESampler(seed=sampler_seed),
-            pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
+            # No pruning in the first third of the epochs: the warm-up epoch and the high early rates of a cosine
+            # schedule make early accuracies a poor guide (stop 21's first search pruned warm-up trials at epoch 2).
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=max(1, epochs // 3)))
         given_layers = train_config.fine_tune_layers
-        study.enqueue_trial({"fine_tune_layers": -1 if given_layers >= backbone_size else given_layers,
-                             "fine_tune_learning_rate": train_config.fine_tune_learning_rate,
-                             "warmup_epochs": min(train_config.warmup_epochs, 1),
-                             "augment.orientation": data.augment.orientation})
+        first = {"fine_tune_layers": -1 if given_layers >= backbone_size else given_layers,
+                 "fine_tune_learning_rate": train_config.fine_tune_learning_rate,
+                 "warmup_epochs": min(train_config.warmup_epochs, max_warmup),
+                 "augment.orientation": given_orientation}
+        study.enqueue_trial(first)
+        # Then the same recipe under the other orientation: whether the photos have an up is the one knob
+        # no rule can read from the folder, and the one that moved TrashNet most (docs/benchmarks.md).
+        for orientation in orientations:
+            if orientation != given_orientation:
+                study.enqueue_trial({**first, "augment.orientation": orientation})
         study.optimize(fine_tune_objective, n_trials=config.max_trials or None, timeout=max(deadline.left, 0.001),
                        catch=())
         winner = best_of(trials, "fine_tune")
@@ -395,7 +433,7 @@ def tune(data: DataConfig, model: ModelConfig, train_config: TrainConfig, out: s
     write_json(paths.tune_result, result.to_dict())
     write_text(folder / "trials.csv", result.to_csv())
     write_text(folder / "best.yaml", dump_yaml({"train": best_train, "data": {"augment": to_dict(best_augment)}}))
-    for cache in ("features_train.npy", "features_val.npy"):
+    for cache in ("features_train.npy", "features_val.npy", "features_turned.npy"):
         (folder / cache).unlink(missing_ok=True)  # the training stage computes its own; the search's are done
     echo(f"tuning: {result.summary()}")
     return result

@@ -86,8 +86,14 @@ def test_the_search_starts_from_the_given_recipe_and_stays_in_its_space(tmp_path
     assert len(heads) == 3 and len(fine) == 3 and [t.number for t in result.trials] == list(range(6))
     # The first trial of each phase is the recipe as given.
     assert heads[0].given and heads[0].params == {"learning_rate": 2e-3}
+    # Its orientation is what a run without --tune decides from the data (orientation 'auto', the default).
+    decided = next(line for line in lines if line.startswith("orientation from the data"))
+    orientation = "any" if "cost nothing" in decided else "upright"
     assert fine[0].given and fine[0].params == {"fine_tune_layers": 30, "fine_tune_learning_rate": 1e-4,
-                                                 "warmup_epochs": 1, "augment.orientation": "upright"}
+                                                 "warmup_epochs": 1, "augment.orientation": orientation}
+    # Then the same recipe under the other orientation: the knob no rule can read from file names.
+    other = {"any": "upright", "upright": "any"}[orientation]
+    assert not fine[1].given and fine[1].params == {**fine[0].params, "augment.orientation": other}
     for trial in fine:
         params = trial.params
         assert params["fine_tune_layers"] in FINE_TUNE_LAYERS
