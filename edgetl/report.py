@@ -515,6 +515,12 @@ def build_report(run_dir: Union[str, Path], config: ReportConfig = ReportConfig(
     small = split_size_note(len(val_labels), counts, config.max_drop)
     if small:
         notes.append(small)
+    orientation_test = train.get("orientation_test")
+    if orientation_test:
+        notes.append(f"training augmentation: orientation '{orientation_test['orientation']}', decided from the data "
+                     f"(a head trained with 90-degree turned copies scored {orientation_test['turned_accuracy']:.2%} on "
+                     f"the validation split, without them {orientation_test['upright_accuracy']:.2%}); "
+                     f"--orientation upright|any decides it yourself.")
     noisy = [r.variant for r in rows if not r.latency_reliable]
     if noisy:
         notes.append(f"the latency of {', '.join(noisy)} stayed noisy after re-measuring (the host was busy); it is "
