@@ -186,6 +186,8 @@ def test_run_end_to_end_then_skips_finished_stages(tmp_path):
     assert all(s["rounds"] == 5 for s in report["sweep"])
     assert report["float_accuracy_ci"][0] <= report["float_accuracy"] <= report["float_accuracy_ci"][1]
     assert any("validation split is too small" in note for note in report["notes"])  # 6 images
+    # --orientation auto (the default): the report says what the training stage decided from the data.
+    assert any(note.startswith("training augmentation: orientation '") for note in report["notes"])
     assert report["rows"][0]["speedup"] == pytest.approx(1.0)
     assert report["recommended"] in VARIANTS and report["val_images"] == 6
     assert report["versions"]["tensorflow"] and "tflite runtime" in report["versions"]
