@@ -377,6 +377,10 @@ def rules(data, val_path, val_fraction, batch_size):
         auto = choose(profile_folder(DataConfig(path=data, val_path=val_path, val_fraction=val_fraction,
                                                 batch_size=batch_size)), TrainConfig())
     click.echo(rules_table())
+    click.echo("")
+    click.echo("Augmentation: with --orientation auto (the default) the training stage decides from the photos whether "
+               "90-degree rotations and vertical flips keep the label (a head trained with turned copies against one "
+               "without, on the validation split); `edgetl train` prints the figures and the decision.")
     if auto is not None:
         click.echo("")
         click.echo(auto.line())
