@@ -590,8 +590,9 @@ def _train(data: DataConfig, model: ModelConfig, train_config: TrainConfig, path
     }
     with strategy.scope():
         classifier = head_lib.build_classifier(model, len(splits.class_names))
-    data, orientation_test = _resolve_orientation(data, train_config, classifier, store, splits, train_rows, val_rows,
-                                                  work, state, role, weights_by_class, echo, progress)
+    with strategy.scope():  # the test trains the classifier's own head: its optimizer belongs to the same strategy
+        data, orientation_test = _resolve_orientation(data, train_config, classifier, store, splits, train_rows,
+                                                      val_rows, work, state, role, weights_by_class, echo, progress)
     if data.augment.orientation == "any":
         datasets["train"] = store_dataset(store, train_rows, splits.train.labels, data.batch_size, shuffle=True,
                                           seed=data.seed, augment=data.augment, shard_policy=shard)
