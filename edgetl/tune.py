@@ -140,7 +140,7 @@ class TuneResult:
         counts = {state: sum(t.state == state for t in self.trials if t.phase == "fine_tune")
                   for state in ("complete", "pruned", "budget")}
         best, given = _pct(self.best_accuracy), _pct(self.given_accuracy)
-        return (f"{len(self.trials)} trials in {_duration(self.seconds)} of {_duration(self.budget)} "
+        return (f"{len(self.trials)} trials in {format_duration(self.seconds)} of {format_duration(self.budget)} "
                 f"({sum(t.phase == 'head' for t in self.trials)} head, {counts['complete']} fine-tuning complete, "
                 f"{counts['pruned']} pruned, {counts['budget']} stopped by the budget): best {best}, "
                 f"the given recipe {given} on {self.val_images} validation images")
@@ -180,7 +180,8 @@ def _pct(value: Optional[float]) -> str:
     return "-" if value is None else f"{value:.2%}"
 
 
-def _duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
+    """'90 s' below two minutes, else '30.0 min'."""
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
@@ -258,7 +259,7 @@ def tune(data: DataConfig, model: ModelConfig, train_config: TrainConfig, out: s
 
     keras.utils.set_random_seed(train_config.seed)
     classifier = head_lib.build_classifier(model, len(splits.class_names))
-    echo(f"tuning for {_duration(config.budget)} on {len(splits.train)} train / {len(splits.val)} val images")
+    echo(f"tuning for {format_duration(config.budget)} on {len(splits.train)} train / {len(splits.val)} val images")
     bar = tqdm(total=round(config.budget), desc="tuning", unit="s", leave=False, disable=None if progress else True)
     trials: List[Trial] = []
 
@@ -506,4 +507,4 @@ def _callback_classes(keras):
     return BestEpoch, Report, StopAt
 
 
-__all__ = ["tune", "TuneResult", "Trial", "best_of", "load_result", "FINE_TUNE_LAYERS", "FINE_TUNE_LR", "HEAD_LR"]
+__all__ = ["tune", "TuneResult", "Trial", "best_of", "load_result", "format_duration", "FINE_TUNE_LAYERS", "FINE_TUNE_LR", "HEAD_LR"]

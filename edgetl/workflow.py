@@ -13,7 +13,9 @@ every image's content digest, decode settings), computed without decoding:
 added, removed or edited images and added or renamed classes retrain, and
 through the tokens every later stage runs again, with one line naming what
 changed. Other settings on a finished run are refused (``--fresh`` or another
-``--out``). TensorFlow is imported only by the stages that need it.
+``--out``). With ``--tune`` a first stage searches the training recipe
+(``edgetl.tune``) and hands the winner to the training stage, whose key and
+config.yaml then hold it. TensorFlow is imported only by the stages that need it.
 """
 
 from __future__ import annotations
@@ -313,11 +315,11 @@ class TuneStage(Stage):
 
     def describe(self, run):
         from edgetl.data.folder import check_layout
-        from edgetl.tune import _duration
+        from edgetl.tune import format_duration
 
         data_config: DataConfig = run.configs["data"]
         check_layout(data_config.path, data_config.val_path, data_config.min_images_per_class)
-        return f"searching the training recipe for {_duration(run.configs['tune'].budget)} on the validation split"
+        return f"searching the training recipe for {format_duration(run.configs['tune'].budget)} on the validation split"
 
     def run(self, run):
         from edgetl.data.identity import current_identity
