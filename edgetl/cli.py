@@ -299,7 +299,7 @@ def _duration_option(ctx, param, value):
 @click.option("--tune-budget", default="30m", show_default=True, metavar="DURATION", callback=_duration_option,
               help="Wall time of the search, decode included: 30m, 1h, 90s or seconds. Giving it turns --tune on.")
 @click.option("--tune-trials", type=int, default=0, show_default=True,
-              help="Fine-tuning trials at most (0 = as many as the budget allows).")
+              help="With --tune: fine-tuning trials at most (0 = as many as the budget allows).")
 @click.option("--out", "out", type=click.Path(file_okay=False), default=None,
               help="Run directory. Default: runs/<backbone>. Re-running skips finished stages.")
 @click.option("--fresh", is_flag=True,
