@@ -4,8 +4,9 @@ A photo of a scene, a person or an animal has an up: turned by 90 degrees it
 is a different picture, and training on turned copies teaches the model
 images it will never see. Objects on a table, waste on a board, cells under a
 microscope have none: turned copies are more of the same, and 90-degree
-rotations with vertical flips are free augmentation (on TrashNet worth 1.8
-pts of final accuracy, docs/benchmarks.md). File names do not say which, so
+rotations with vertical flips are free augmentation (on TrashNet 92.35 %
+against 90.52 % upright, one run each — single runs move by about as much,
+docs/benchmarks.md). File names do not say which, so
 the training stage measures it with the frozen backbone:
 
 1. the pooled features of the training images as they are (stage 1 needs

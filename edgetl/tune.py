@@ -24,7 +24,7 @@ the fields above whoever set them), and the second fine-tuning trial is the
 same recipe under the other orientation: whether the photos have a natural
 up is the one knob no rule can read from file names, and the one that moved
 TrashNet most (the rules' recipe: 90.52 % upright, 92.35 % with 90-degree
-rotations; docs/benchmarks.md). So the search
+rotations, one run each; docs/benchmarks.md). So the search
 returns the given recipe unless a trial beats it. The value of a trial is its
 best epoch's validation accuracy (ties keep the earlier trial), the same
 figure the training stage selects its checkpoint by; on a small validation
