@@ -263,14 +263,21 @@ class Stage:
         """Refuses the run before any work starts (called on the first stage that is on)."""
 
 
-def _data_unchanged(run: RunContext, stage: str, done: str, again: str) -> bool:
-    """Whether the folder's identity is the one ``stage`` recorded in run.json; says what changed when not."""
-    from edgetl.data.identity import current_identity, describe_changes, recorded_identity
+def _identity(run: RunContext):
+    """The data's identity now (``edgetl.data.identity.current_identity``) at the run's input size."""
+    from edgetl.data.identity import current_identity
     from edgetl.model.registry import get
 
     model_config: ModelConfig = run.configs["model"]
     size = get(model_config.backbone).resolve_size(model_config.size)
-    identity = current_identity(run.configs["data"].path, run.configs["data"].val_path, str(run.paths.root), size)
+    return current_identity(run.configs["data"].path, run.configs["data"].val_path, str(run.paths.root), size)
+
+
+def _data_unchanged(run: RunContext, stage: str, done: str, again: str) -> bool:
+    """Whether the folder's identity is the one ``stage`` recorded in run.json; says what changed when not."""
+    from edgetl.data.identity import describe_changes, recorded_identity
+
+    identity = _identity(run)
     if run.state.get(stage).get("data") == identity.key:
         return True
     run.echo(f"data changed since {run.paths.root} was {done}: "
@@ -322,16 +329,11 @@ class TuneStage(Stage):
         return f"searching the training recipe for {format_duration(run.configs['tune'].budget)} on the validation split"
 
     def run(self, run):
-        from edgetl.data.identity import current_identity
         from edgetl.tune import tune
 
-        data_config, model_config = run.configs["data"], run.configs["model"]
-        result = tune(data_config, model_config, run.configs["train"], str(run.paths.root), run.configs["tune"],
-                      echo=run.echo, progress=run.progress)
-        from edgetl.model.registry import get
-
-        size = get(model_config.backbone).resolve_size(model_config.size)
-        identity = current_identity(data_config.path, data_config.val_path, str(run.paths.root), size)
+        result = tune(run.configs["data"], run.configs["model"], run.configs["train"], str(run.paths.root),
+                      run.configs["tune"], echo=run.echo, progress=run.progress)
+        identity = _identity(run)
         best = "-" if result.best_accuracy is None else f"{result.best_accuracy:.2%}"
         given = "-" if result.given_accuracy is None else f"{result.given_accuracy:.2%}"
         return f"best val accuracy {best} of {len(result.trials)} trials (given recipe {given})", {"data": identity.key}
