@@ -125,33 +125,4 @@ def choose_orientation(head, train_features: np.ndarray, turned_features: np.nda
     return OrientationChoice(decide(upright, turned), upright, turned, len(train_labels), len(val_labels))
 
 
-def measure(classifier, store, train_rows, train_labels, train_features: np.ndarray, val_features: np.ndarray,
-            val_labels, config, batch_size: int, sample_seed: int, class_weight: Optional[dict] = None,
-            progress: bool = True) -> OrientationChoice:
-    """The whole test for a classifier whose stage-1 features are already computed (training and ``edgetl.tune``).
-
-    Turns the ``probe_rows`` sample of the training images by 90 degrees (one
-    backbone pass over at most PROBE_IMAGES rows of ``store``) and runs
-    ``choose_orientation`` with stage 1's settings from ``config`` (a
-    TrainConfig) on the classifier's own head (its weights are restored).
-
-    Args:
-      train_rows, train_labels: the training images' store rows and classes, ``[N]``.
-      train_features: ``[N, C]`` their pooled features as they are; val_features, val_labels: ``[M, C]``, ``[M]``.
-      sample_seed: seed of the sample (the data's seed).
-    """
-    from edgetl.data.pipeline import store_dataset
-    from edgetl.model import head as head_lib
-    from edgetl.train import _predict_batches
-
-    sample = probe_rows(len(train_rows), sample_seed)
-    labels = np.asarray(train_labels)[sample]
-    turned = _predict_batches(head_lib.feature_extractor(classifier),
-                              store_dataset(store, np.asarray(train_rows)[sample], labels, batch_size, view=ROTATE_90),
-                              -(-len(sample) // batch_size), "turned copies (orientation test)", progress)
-    return choose_orientation(head_lib.head_model(classifier), train_features[sample], turned, labels, val_features,
-                              np.asarray(val_labels), config.epochs, config.learning_rate, batch_size, config.seed,
-                              config.early_stopping_patience, class_weight)
-
-
-__all__ = ["OrientationChoice", "choose_orientation", "decide", "measure", "probe_rows", "PROBE_IMAGES", "ROTATE_90"]
+__all__ = ["OrientationChoice", "choose_orientation", "decide", "probe_rows", "PROBE_IMAGES", "ROTATE_90"]

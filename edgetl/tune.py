@@ -287,10 +287,16 @@ def tune(data: DataConfig, model: ModelConfig, train_config: TrainConfig, out: s
     given_orientation = data.augment.orientation
     if data.augment.enabled and given_orientation == "auto":
         # What a run without --tune would do (edgetl.orientation), so that the given recipe is that run's recipe.
-        from edgetl.orientation import measure
+        from edgetl.orientation import ROTATE_90, choose_orientation, probe_rows
 
-        choice = measure(classifier, store, train_rows, train_labels, train_features, val_features, val_labels,
-                         train_config, batch, data.seed, weights_by_class, progress)
+        sample = probe_rows(len(train_rows), data.seed)
+        turned = train_lib.extract_features(
+            head_lib.feature_extractor(classifier),
+            store_dataset(store, np.asarray(train_rows)[sample], train_labels[sample], batch, view=ROTATE_90),
+            folder / "features_turned.npy", len(sample), echo, -(-len(sample) // batch), progress)
+        choice = choose_orientation(head, train_features[sample], turned, train_labels[sample], val_features, val_labels,
+                                    train_config.epochs, train_config.learning_rate, batch, train_config.seed,
+                                    train_config.early_stopping_patience, weights_by_class)
         echo(choice.line())
         given_orientation = choice.orientation
     elif not data.augment.enabled:
@@ -428,7 +434,7 @@ def tune(data: DataConfig, model: ModelConfig, train_config: TrainConfig, out: s
     write_json(paths.tune_result, result.to_dict())
     write_text(folder / "trials.csv", result.to_csv())
     write_text(folder / "best.yaml", dump_yaml({"train": best_train, "data": {"augment": to_dict(best_augment)}}))
-    for cache in ("features_train.npy", "features_val.npy"):
+    for cache in ("features_train.npy", "features_val.npy", "features_turned.npy"):
         (folder / cache).unlink(missing_ok=True)  # the training stage computes its own; the search's are done
     echo(f"tuning: {result.summary()}")
     return result
