@@ -234,8 +234,9 @@ class Report:
         if self.tuning:
             lines += ["## Recipe search (--tune)", "",
                       f"{self.tuning['summary']}. Each trial's figure is its best epoch's validation accuracy "
-                      "(the images of the table above); `*` marks the recipe the run trained with, "
-                      "which RUN/config.yaml repeats without a search.", "",
+                      "(the images of the table above); `*` marks the winning recipe, which RUN/config.yaml "
+                      "repeats without a search. When it is a fine-tuning trial, the run's model is that trial's "
+                      "weights (RUN/tune/best_trial.h5), not a second training of its recipe.", "",
                       "| " + " | ".join(self.tuning["headers"]) + " |",
                       "|" + "|".join("---" for _ in self.tuning["headers"]) + "|"]
             lines += ["| " + " | ".join("-" if c is None else str(c) for c in row) + " |" for row in self.tuning["rows"]]

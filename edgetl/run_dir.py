@@ -76,6 +76,7 @@ class RunPaths:
     bench_results = property(lambda self: self.bench / self.BENCH_RESULTS)
     tune = property(lambda self: self.root / "tune")
     tune_result = property(lambda self: self.tune / "result.json")
+    tune_weights = property(lambda self: self.tune / "best_trial.h5")
     train_state = property(lambda self: self.checkpoints / "state.json")
     training_curves = property(lambda self: self.plots / "training_curves.png")
     confusion_plot = property(lambda self: self.plots / "confusion_matrix.png")

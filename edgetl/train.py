@@ -469,6 +469,7 @@ def train(
     fresh: bool = False,
     echo: Callable[[str], None] = print,
     progress: bool = True,
+    adopt: Optional[str] = None,
 ) -> TrainResult:
     """Trains a classifier on an image folder and saves everything under ``out``.
 
@@ -484,6 +485,11 @@ def train(
       echo: where progress lines go (``click.echo`` in the CLI).
       progress: show progress bars (``tqdm``; off with ``--no-progress``). The
         one line per epoch goes to ``echo`` either way.
+      adopt: an .h5 weights file already trained by exactly this recipe on
+        this data (the winning trial of ``edgetl.tune``,
+        RUN/tune/best_trial.h5): loaded and evaluated instead of training
+        again. ``train_config`` must then be the trial's recipe, with an
+        orientation of 'upright' or 'any'.
 
     Returns:
       TrainResult with the validation metrics and artifact paths.
@@ -515,14 +521,16 @@ def train(
         echo(f"{role.task} of {role.workers} workers: the chief writes {paths.root}; this worker keeps its files in "
              f"{temporary} until training ends")
     try:
-        return _train(data, model, train_config, paths, work, role, strategy, resolved, sections, fresh, echo, progress)
+        return _train(data, model, train_config, paths, work, role, strategy, resolved, sections, fresh, echo, progress,
+                      adopt)
     finally:
         if temporary is not None:
             shutil.rmtree(temporary, ignore_errors=True)
 
 
 def _train(data: DataConfig, model: ModelConfig, train_config: TrainConfig, paths: RunPaths, work: RunPaths,
-           role: WorkerRole, strategy, resolved, sections, fresh: bool, echo, progress: bool = True) -> TrainResult:
+           role: WorkerRole, strategy, resolved, sections, fresh: bool, echo, progress: bool = True,
+           adopt: Optional[str] = None) -> TrainResult:
     if fresh and role.chief:
         for stale in (paths.checkpoints, paths.logs):
             shutil.rmtree(stale, ignore_errors=True)
@@ -601,7 +609,13 @@ def _train(data: DataConfig, model: ModelConfig, train_config: TrainConfig, path
     # Written to this worker's folder; read back from the chief's when a stage is skipped, so every
     # worker takes the same branch.
     stage1_weights = work.weights(STAGE1, "final")
-    if train_config.epochs > 0:
+    if adopt:
+        echo(f"using the weights the recipe search trained with this recipe ({adopt}) instead of training it again")
+        head_lib.set_fine_tune(classifier, train_config.fine_tune_layers)
+        classifier.load_weights(str(adopt))
+        state["adopted"] = str(adopt)
+        _write_state(work, state)
+    elif train_config.epochs > 0:
         if state.get(STAGE1) == "done" and (paths.checkpoints / stage1_weights.name).is_file():
             classifier.load_weights(str(paths.checkpoints / stage1_weights.name))
         else:
@@ -616,7 +630,8 @@ def _train(data: DataConfig, model: ModelConfig, train_config: TrainConfig, path
             _write_state(work, state)
             stage_seconds[STAGE1] = time.perf_counter() - started
 
-    if train_config.fine_tune_epochs > 0 and train_config.fine_tune_layers != 0 and state.get(STAGE2) != "done":
+    fine_tunes = train_config.fine_tune_epochs > 0 and train_config.fine_tune_layers != 0
+    if not adopt and fine_tunes and state.get(STAGE2) != "done":
         started = time.perf_counter()
         with strategy.scope():
             improved = _fine_tune(classifier, datasets, train_config, paths, work, weights_by_class, echo,
@@ -629,7 +644,7 @@ def _train(data: DataConfig, model: ModelConfig, train_config: TrainConfig, path
         state[STAGE2] = "done"
         _write_state(work, state)
         stage_seconds[STAGE2] = time.perf_counter() - started
-    elif state.get(STAGE2) == "done":
+    elif not adopt and state.get(STAGE2) == "done":
         best = paths.weights(STAGE2, "best")
         if best.is_file():
             head_lib.set_fine_tune(classifier, train_config.fine_tune_layers)

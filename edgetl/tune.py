@@ -33,9 +33,15 @@ trial with the given recipe's figure next to it.
 
 The images are read from the run's decoded store (decoded once for the whole
 run: the training stage after the search reads the same rows). The best
-recipe is returned as ``TrainConfig`` and ``AugmentConfig`` values; the run
-trains with them and writes them to RUN/config.yaml, so the tuned run can be
-repeated without searching again.
+recipe is returned as ``TrainConfig`` and ``AugmentConfig`` values and
+written to RUN/config.yaml, so the tuned run can be repeated without
+searching again. The winning trial's weights are kept too
+(RUN/tune/best_trial.h5), and the run's training stage adopts them rather
+than training the recipe a second time: that trial *is* a training run of the
+recipe, by the same two stages, and a second run is another draw whose
+accuracy differs by run-to-run noise alone (stop 21: the winner's 91.74 %
+trial retrained to 89.60 % on TrashNet, docs/benchmarks.md). This is what
+KerasTuner's ``get_best_models`` does.
 """
 
 from __future__ import annotations
@@ -51,7 +57,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
-from edgetl._atomic import write_json, write_text
+from edgetl._atomic import atomic_path, write_json, write_text
 from edgetl._optional import import_optional
 from edgetl.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig, TuneConfig, dump_yaml, to_dict
 from edgetl.run_dir import RunPaths
@@ -110,6 +116,9 @@ class TuneResult:
       seconds: wall time of the whole search.
       budget: the budget it had (seconds).
       val_images: images of the validation split the trials were scored on.
+      weights_trial: the fine-tuning trial whose weights are kept in
+        RUN/tune/best_trial.h5 (``RunPaths.tune_weights``), the winner;
+        None when no fine-tuning trial completed (the run then trains the recipe).
     """
 
     trials: List[Trial]
@@ -120,6 +129,7 @@ class TuneResult:
     seconds: float
     budget: float
     val_images: int
+    weights_trial: Optional[int] = None
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -129,7 +139,7 @@ class TuneResult:
         return cls(trials=[Trial(**t) for t in data["trials"]], train=TrainConfig(**data["train"]),
                    augment=AugmentConfig(**data["augment"]), best_accuracy=data["best_accuracy"],
                    given_accuracy=data["given_accuracy"], seconds=data["seconds"], budget=data["budget"],
-                   val_images=data["val_images"])
+                   val_images=data["val_images"], weights_trial=data.get("weights_trial"))
 
     def best_trial(self) -> Optional[Trial]:
         """The trial whose recipe won (the best complete fine-tuning trial, else the best head trial)."""
@@ -143,7 +153,8 @@ class TuneResult:
         return (f"{len(self.trials)} trials in {format_duration(self.seconds)} of {format_duration(self.budget)} "
                 f"({sum(t.phase == 'head' for t in self.trials)} head, {counts['complete']} fine-tuning complete, "
                 f"{counts['pruned']} pruned, {counts['budget']} stopped by the budget): best {best}, "
-                f"the given recipe {given} on {self.val_images} validation images")
+                f"the given recipe {given} on {self.val_images} validation images"
+                + ("" if self.weights_trial is None else f"; the model is trial {self.weights_trial}'s weights"))
 
     HEADERS = ("#", "phase", "params", "val acc", "best epoch", "epochs", "state", "seconds")
 
@@ -220,7 +231,8 @@ def tune(data: DataConfig, model: ModelConfig, train_config: TrainConfig, out: s
       train_config: the given recipe: the first trial of each phase, and the
         values of every field the search does not vary (epochs, seed...).
       out: the run directory: the decoded store is shared with training, the
-        trials go to ``out/tune`` (result.json, trials.csv, best.yaml).
+        trials go to ``out/tune`` (result.json, trials.csv, best.yaml, and
+        best_trial.h5: the winning trial's weights).
       config: the budget and trial counts.
       echo: one line per trial.
       progress: a progress bar over the budget.
@@ -248,6 +260,7 @@ def tune(data: DataConfig, model: ModelConfig, train_config: TrainConfig, out: s
     paths = RunPaths.of(out)
     folder = paths.tune
     folder.mkdir(parents=True, exist_ok=True)
+    paths.tune_weights.unlink(missing_ok=True)  # an earlier search's winner is not this one's
     resolved = head_lib.resolve(model)
     store = ImageStore(store_folder(paths.root, resolved.size), resolved.size, echo=echo)
     splits, _ = train_lib.load_data(data, store, progress=progress)
@@ -352,6 +365,7 @@ def tune(data: DataConfig, model: ModelConfig, train_config: TrainConfig, out: s
     train_sets: Dict[str, Any] = {}
     epochs = train_config.fine_tune_epochs
     outcome: Dict[int, Dict[str, Any]] = {}
+    kept: Dict[str, Any] = {"trial": None, "accuracy": None}
     # No warm-up or one epoch of it (the rules' choice), or the given number; always fewer than the epochs.
     max_warmup = min(max(1, train_config.warmup_epochs), max(epochs - 1, 0))
 
@@ -373,7 +387,7 @@ def tune(data: DataConfig, model: ModelConfig, train_config: TrainConfig, out: s
         head_lib.set_fine_tune(classifier, layers)
         classifier.compile(optimizer=keras.optimizers.Adam(train_lib.fine_tune_schedule(candidate, steps_per_epoch)),
                            loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-        keeper, pruner, stopper = BestEpoch(None), Report(trial), StopAt(deadline)
+        keeper, pruner, stopper = BestEpoch(classifier), Report(trial), StopAt(deadline)
         callbacks = [keeper, pruner, stopper]
         if train_config.early_stopping_patience:
             callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=train_config.early_stopping_patience))
@@ -395,6 +409,12 @@ def tune(data: DataConfig, model: ModelConfig, train_config: TrainConfig, out: s
         outcome[trials[-1].number] = {"train": candidate, "augment": augment}
         if state != "complete" or accuracy is None:
             raise optuna.TrialPruned()
+        if kept["accuracy"] is None or accuracy > kept["accuracy"]:  # ties keep the earlier trial, as best_of does
+            # The weights the training stage would have kept: its best epoch's, or the head's when none beat it.
+            classifier.set_weights(keeper.weights if best_epoch else start_weights)
+            with atomic_path(paths.tune_weights, suffix=".h5") as tmp:
+                classifier.save_weights(str(tmp))
+            kept.update(trial=trials[-1].number, accuracy=accuracy)
         return accuracy
 
     best_train, best_augment = dataclasses.replace(train_config, learning_rate=best_head["lr"]), data.augment
@@ -429,8 +449,10 @@ def tune(data: DataConfig, model: ModelConfig, train_config: TrainConfig, out: s
              "say another recipe beats it" + ("" if best_of(trials, "fine_tune") else "; training uses the given one")
              + ". Give the search more time (--tune-budget).")
     bar.close()
+    winner = best_of(trials, "fine_tune")
     result = TuneResult(trials, best_train, best_augment, best_accuracy, given_accuracy,
-                        time.perf_counter() - deadline.started, config.budget, len(val_rows))
+                        time.perf_counter() - deadline.started, config.budget, len(val_rows),
+                        weights_trial=kept["trial"] if winner is not None and kept["trial"] == winner.number else None)
     write_json(paths.tune_result, result.to_dict())
     write_text(folder / "trials.csv", result.to_csv())
     write_text(folder / "best.yaml", dump_yaml({"train": best_train, "data": {"augment": to_dict(best_augment)}}))

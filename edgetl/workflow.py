@@ -388,7 +388,7 @@ class TrainStage(Stage):
         from edgetl.train import train
 
         trained = train(run.configs["data"], run.configs["model"], run.configs["train"], out=str(run.paths.root),
-                        fresh=run.fresh, echo=run.echo, progress=run.progress)
+                        fresh=run.fresh, echo=run.echo, progress=run.progress, adopt=self._tuned_weights(run))
         if not run.role.chief:
             return f"as {run.role.task}", {}
         from edgetl.data.identity import recorded_identity
@@ -396,6 +396,19 @@ class TrainStage(Stage):
         recorded = recorded_identity(run.paths)
         return (f"val accuracy {trained.val_accuracy:.2%}" + (" (resumed)" if trained.resumed else ""),
                 {"data": recorded.key if recorded else ""})
+
+    @staticmethod
+    def _tuned_weights(run) -> Optional[str]:
+        """The search's winning trial's weights when this run searched and its recipe is the winner's, else None."""
+        if not run.configs["tune"].enabled:
+            return None
+        from edgetl.tune import load_result
+
+        result = load_result(run.paths.root)
+        if (result is None or result.weights_trial is None or not run.paths.tune_weights.is_file()
+                or result.train != run.configs["train"] or result.augment != run.configs["data"].augment):
+            return None
+        return str(run.paths.tune_weights)
 
     def after(self, run):
         if run.role.chief:

@@ -117,6 +117,10 @@ def test_the_search_starts_from_the_given_recipe_and_stays_in_its_space(tmp_path
     assert len(csv_rows) == 7 and csv_rows[0].startswith("number,phase,given,state,accuracy")
     best = yaml.safe_load((tmp_path / "run" / "tune" / "best.yaml").read_text())
     assert best["train"]["fine_tune_learning_rate"] == result.train.fine_tune_learning_rate
+    # The winner's weights are kept for the run's training stage (it adopts them rather than training again).
+    assert result.weights_trial == winner.number and saved.weights_trial == winner.number
+    assert (tmp_path / "run" / "tune" / "best_trial.h5").is_file()
+    assert f"the model is trial {winner.number}'s weights" in result.summary()
 
 
 @pytest.mark.tf
@@ -134,6 +138,7 @@ def test_a_budget_too_short_for_any_trial_keeps_the_given_recipe(tmp_path):
                   echo=lines.append, progress=False)
     assert [t.state for t in result.trials] == ["budget"] and result.trials[0].epochs <= 1
     assert result.best_trial() is None and result.best_accuracy is None and result.given_accuracy is None
+    assert result.weights_trial is None and not (tmp_path / "run" / "tune" / "best_trial.h5").exists()
     assert result.train == given and result.augment == data.augment
     assert any("did not finish within the budget" in line and "training uses the given one" in line for line in lines)
     assert "0 fine-tuning complete" in result.summary() and "stopped by the budget" in result.summary()
@@ -165,6 +170,11 @@ def test_run_tune_trains_with_the_winner_reports_the_trials_and_repeats_without_
     markdown = (out / "report.md").read_text()
     assert "## Recipe search (--tune)" in markdown and "| # | phase | params |" in markdown
     assert "Recipe search (--tune):" in first.output
+    # The model is the winning trial's weights, not a second draw of its recipe: the same validation accuracy.
+    assert result.weights_trial == result.best_trial().number
+    assert "using the weights the recipe search trained with this recipe" in first.output
+    trained = json.loads((out / "train_result.json").read_text())
+    assert trained["val_accuracy"] == pytest.approx(result.best_accuracy, abs=1e-6)
 
     again = runner.invoke(main, ["run", str(data), "--tune-budget", "10m", "--tune-trials", "2", *fast])
     assert again.exit_code == 0, again.output
