@@ -45,8 +45,9 @@ class AugmentConfig:
         flips keep the label too; 'auto' (the default) lets the training stage
         decide from the data before stage 1 (``edgetl.orientation``: a head
         trained with 90-degree turned copies against one without, on the
-        validation split). Where nothing decided it (QAT, a run without stage
-        1 on cached features), 'auto' acts as 'upright'.
+        validation split); QAT fine-tunes with the training stage's decision.
+        Where nothing decided it (a run without stage 1 on cached
+        features), 'auto' acts as 'upright'.
       rotation: maximum rotation as a fraction of a full turn (0.1 = +-36 degrees).
       zoom: maximum zoom in/out as a fraction of the side.
       contrast: maximum contrast change as a fraction.
@@ -347,7 +348,8 @@ class QATConfig:
       calibration_batches: training batches used to initialise activation
         ranges before fine-tuning (tfmot otherwise starts them at [-6, 6]);
         0 keeps tfmot's initial ranges.
-      augment: flip/rotate/zoom/contrast augmentation while fine-tuning.
+      augment: augment while fine-tuning, as the run's training did (its
+        ``data.augment``, with the orientation the training stage decided).
       seed: seed of shuffling and augmentation.
       distillation: weight of the float model's probabilities in the QAT
         loss (knowledge distillation: 1 = match the float model only, 0 =

@@ -350,3 +350,25 @@ def test_qat_with_distillation_trains_the_quantized_model(colours):
     assert result.steps == 2 and np.isfinite(result.history["loss"][0])
     classifier = next(layer for layer in result.model.layers if layer.name.endswith(head.CLASSIFIER_LAYER))
     assert not np.allclose(classifier.layer.kernel.numpy(), model.get_layer(head.CLASSIFIER_LAYER).kernel.numpy())
+
+
+def test_qat_augments_as_the_runs_training_did(tmp_path):
+    from edgetl.config import AugmentConfig, dump_yaml
+    from edgetl.run_dir import RunPaths
+
+    paths = RunPaths.of(tmp_path)
+    lines = []
+    # No record (a model passed in, or an older run directory): photos taken as upright.
+    assert qat._training_augmentation(None, lines.append) == AugmentConfig(orientation="upright")
+    assert qat._training_augmentation(paths, lines.append) == AugmentConfig(orientation="upright")
+    # The run's own augmentation, with the orientation its training stage decided in place of 'auto'.
+    paths.config.write_text(dump_yaml({"data": {"augment": {"zoom": 0.2, "orientation": "auto"}}}))
+    paths.train_result.write_text(json.dumps({"orientation": "any"}))
+    assert qat._training_augmentation(paths, lines.append) == AugmentConfig(zoom=0.2, orientation="any")
+    # A typed orientation is kept; augmentation that the run switched off is still QAT's own switch (qat.augment).
+    paths.config.write_text(dump_yaml({"data": {"augment": {"enabled": False, "orientation": "upright"}}}))
+    assert qat._training_augmentation(paths, lines.append) == AugmentConfig(orientation="upright")
+    # A damaged record: one note, and the defaults.
+    paths.config.write_text("data: {augment: {zoom: lots}}\n")
+    assert qat._training_augmentation(paths, lines.append).zoom == AugmentConfig().zoom
+    assert len(lines) == 1 and "cannot be read" in lines[0] and str(paths.config) in lines[0]

@@ -23,8 +23,8 @@ import numpy as np
 
 from edgetl import _internals
 from edgetl._atomic import atomic_path, write_json
-from edgetl.config import QATConfig
-from edgetl.errors import ExportError, RunDirError
+from edgetl.config import AugmentConfig, QATConfig, from_dict, load_yaml
+from edgetl.errors import ConfigError, ExportError, RunDirError
 from edgetl.metrics import top1_accuracy
 from edgetl.model.keras import keras, tf
 from edgetl.quant.scheme import qat_scope, quantize
@@ -181,6 +181,32 @@ def _keras_accuracy(model, dataset) -> float:
     return top1_accuracy(np.concatenate(predicted), np.concatenate(labels))
 
 
+def _training_augmentation(paths: Optional[RunPaths], echo) -> AugmentConfig:
+    """The augmentation the run's fine-tuning used: RUN/config.yaml's ``data.augment``, with the orientation the
+    training stage decided (train_result.json) in place of 'auto'.
+
+    QAT trains the same weights on the same images: 90-degree turns a run decided against (the orientation
+    carries the label) would teach it another task, and leaving them out where training used them drops
+    views the model was fitted to. Photos are taken as upright where the run has no record (a model passed
+    in, a run directory of an older edgetl).
+    """
+    augment = AugmentConfig()
+    if paths is not None and paths.config.is_file():
+        try:
+            augment = from_dict(AugmentConfig, (load_yaml(str(paths.config)).get("data") or {}).get("augment"),
+                                "data.augment")
+        except (ConfigError, AttributeError) as e:
+            echo(f"note: the run's augmentation cannot be read from {paths.config} ({e}); QAT uses the defaults.")
+    orientation = augment.orientation
+    if orientation == "auto":
+        try:
+            decided = json.loads(paths.train_result.read_text(encoding="utf-8")).get("orientation") if paths else None
+        except (OSError, ValueError, AttributeError):
+            decided = None
+        orientation = decided if decided in ("upright", "any") else "upright"
+    return dataclasses.replace(augment, enabled=True, orientation=orientation)
+
+
 def _load_source(source) -> Tuple[object, Optional[DatasetRecord], Optional[RunPaths]]:
     if isinstance(source, (str, Path)):
         paths = RunPaths.of(source)
@@ -273,9 +299,7 @@ def quantize_aware_finetune(
         calibrated = calibrate_ranges(qat_model, calibration) if config.calibration_batches else 0
         echo(f"Calibrated {calibrated} activation ranges on {sum(len(b) for b in calibration)} training images.")
 
-        from edgetl.config import AugmentConfig
-
-        augment = AugmentConfig() if config.augment else None
+        augment = _training_augmentation(run_paths, echo) if config.augment else None
         train_ds = store_dataset(store, train_rows, train_row_labels, config.batch_size, shuffle=True, seed=config.seed,
                                  augment=augment)
         val_ds = store_dataset(store, val_rows, val_row_labels, config.batch_size) if len(val_rows) else None
