@@ -36,6 +36,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from edgetl.config import TrainConfig
+
 # At most this many training images are turned for the test: the decision needs a sample, not the folder
 # (50 k images would cost a backbone pass of several minutes on 2 cores).
 PROBE_IMAGES = 2000
@@ -125,4 +127,27 @@ def choose_orientation(head, train_features: np.ndarray, turned_features: np.nda
     return OrientationChoice(decide(upright, turned), upright, turned, len(train_labels), len(val_labels))
 
 
-__all__ = ["OrientationChoice", "choose_orientation", "decide", "probe_rows", "PROBE_IMAGES", "ROTATE_90"]
+def measure(head, turned_features_of: Callable[[np.ndarray], np.ndarray], train_features: np.ndarray,
+            train_labels: np.ndarray, val_features: np.ndarray, val_labels: np.ndarray, config: TrainConfig,
+            batch_size: int, sample_seed: int, class_weight: Optional[dict] = None) -> OrientationChoice:
+    """The whole test as the training stage and ``edgetl.tune`` run it: sample, turn, choose.
+
+    Args:
+      head: as ``choose_orientation``.
+      turned_features_of: given ``[K]`` indices into the training split, the
+        ``[K, C]`` backbone features of those images turned by ``ROTATE_90``
+        (the caller owns the backbone pass, and its cache or progress bar).
+      train_features, train_labels: ``[N, C]`` and ``[N]``, the whole training split as it is.
+      val_features, val_labels: ``[M, C]`` and ``[M]``.
+      config: stage 1's epochs, learning rate, seed and patience.
+      batch_size: stage 1's batch size.
+      sample_seed: seed of the sample of at most PROBE_IMAGES images (the split's seed).
+      class_weight: stage 1's class weights, if any.
+    """
+    sample = probe_rows(len(train_labels), sample_seed)
+    return choose_orientation(head, train_features[sample], turned_features_of(sample), train_labels[sample],
+                              val_features, val_labels, config.epochs, config.learning_rate, batch_size, config.seed,
+                              config.early_stopping_patience, class_weight)
+
+
+__all__ = ["OrientationChoice", "choose_orientation", "decide", "measure", "probe_rows", "PROBE_IMAGES", "ROTATE_90"]

@@ -402,7 +402,7 @@ def _resolve_orientation(data: DataConfig, config: TrainConfig, classifier, stor
     The decision is kept in the checkpoints' state, so a resumed run fine-tunes
     with the augmentation it started with. Returns the test's figures (None when no test ran).
     """
-    from edgetl.orientation import ROTATE_90, choose_orientation, probe_rows
+    from edgetl.orientation import ROTATE_90, measure
 
     augment = data.augment
     if not augment.enabled or augment.orientation != "auto":
@@ -430,13 +430,14 @@ def _resolve_orientation(data: DataConfig, config: TrainConfig, classifier, stor
     val_labels = np.asarray(splits.val.labels)
     val_features = extract_features(extractor, store_dataset(store, val_rows, val_labels, batch), work.features("val"),
                                     len(splits.val), echo, -(-len(splits.val) // batch), progress)
-    sample = probe_rows(len(splits.train), data.seed)
-    turned = _predict_batches(extractor, store_dataset(store, np.asarray(train_rows)[sample], labels[sample], batch,
-                                                       view=ROTATE_90),
-                              -(-len(sample) // batch), "turned copies (orientation test)", progress)
-    choice = choose_orientation(head_lib.head_model(classifier), features[sample], turned, labels[sample], val_features,
-                                val_labels, config.epochs, config.learning_rate, batch, config.seed,
-                                config.early_stopping_patience, weights_by_class or None)
+
+    def turned(sample):
+        return _predict_batches(extractor, store_dataset(store, np.asarray(train_rows)[sample], labels[sample], batch,
+                                                         view=ROTATE_90),
+                                -(-len(sample) // batch), "turned copies (orientation test)", progress)
+
+    choice = measure(head_lib.head_model(classifier), turned, features, labels, val_features, val_labels, config, batch,
+                     data.seed, weights_by_class or None)
     keras.utils.set_random_seed(config.seed)  # stage 1 starts from the same random state as without the test
     echo(choice.line())
     state["orientation"] = choice.orientation

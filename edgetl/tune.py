@@ -300,16 +300,16 @@ def tune(data: DataConfig, model: ModelConfig, train_config: TrainConfig, out: s
     given_orientation = data.augment.orientation
     if data.augment.enabled and given_orientation == "auto":
         # What a run without --tune would do (edgetl.orientation), so that the given recipe is that run's recipe.
-        from edgetl.orientation import ROTATE_90, choose_orientation, probe_rows
+        from edgetl.orientation import ROTATE_90, measure
 
-        sample = probe_rows(len(train_rows), data.seed)
-        turned = train_lib.extract_features(
-            head_lib.feature_extractor(classifier),
-            store_dataset(store, np.asarray(train_rows)[sample], train_labels[sample], batch, view=ROTATE_90),
-            folder / "features_turned.npy", len(sample), echo, -(-len(sample) // batch), progress)
-        choice = choose_orientation(head, train_features[sample], turned, train_labels[sample], val_features, val_labels,
-                                    train_config.epochs, train_config.learning_rate, batch, train_config.seed,
-                                    train_config.early_stopping_patience, weights_by_class)
+        def turned(sample):
+            return train_lib.extract_features(
+                head_lib.feature_extractor(classifier),
+                store_dataset(store, np.asarray(train_rows)[sample], train_labels[sample], batch, view=ROTATE_90),
+                folder / "features_turned.npy", len(sample), echo, -(-len(sample) // batch), progress)
+
+        choice = measure(head, turned, train_features, train_labels, val_features, val_labels, train_config, batch,
+                         data.seed, weights_by_class)
         echo(choice.line())
         given_orientation = choice.orientation
     elif not data.augment.enabled:
